@@ -1,0 +1,3 @@
+from adoptstream.cli import main
+
+raise SystemExit(main())

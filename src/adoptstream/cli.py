@@ -1,0 +1,53 @@
+"""The `adoptstream` command: one subcommand per job, each defined next to the code it drives."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# subcommand -> module with `add_parser(subparsers)`; the parser sets `func(args) -> int`.
+SUBCOMMANDS: dict[str, str] = {
+    "worker": "adoptstream.runtime.cli",
+    "publish": "adoptstream.publish",
+    "generate": "adoptstream.generate",
+    "demo": "adoptstream.demo",
+    "kafka": "adoptstream.localkafka",
+    "rules": "adoptstream.rollout.cli",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="adoptstream",
+        description="Real-time streaming adoption monitor: Kafka usage events -> exact Prometheus gauges.",
+    )
+    from adoptstream import __version__
+
+    parser.add_argument("--version", action="version", version=f"adoptstream {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in SUBCOMMANDS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:  # a subcommand still being built must not break the others
+            if exc.name and exc.name.startswith("adoptstream"):
+                continue
+            raise
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

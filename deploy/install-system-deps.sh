@@ -13,11 +13,20 @@ fi
 echo "installing ${need[*]} from Debian's packages ..."
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null
-# --no-install-recommends keeps the node exporter and friends off the machine; the services are
-# not started by us (tests run their own on loopback), but Debian's postinst may start them:
-# stop those so nothing listens on 0.0.0.0.
+# --no-install-recommends keeps the node exporter and friends off the machine. The services must not be
+# started by the package scripts (tests run their own on loopback, nothing may listen on 0.0.0.0):
+# a policy-rc.d that denies every start is put in place for the install when the machine has none, and
+# Debian's units are stopped through the service manager only (never by process name: other people's
+# Prometheus processes on this machine are not ours to end).
+policy=/usr/sbin/policy-rc.d
+added_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && added_policy=1
+fi
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+rc=$?
+[ "$added_policy" -eq 1 ] && rm -f "$policy"
 for svc in prometheus prometheus-alertmanager; do
-  (service "$svc" stop || systemctl stop "$svc" || pkill -x "$svc") >/dev/null 2>&1 || true
+  (systemctl disable --now "$svc" || service "$svc" stop) >/dev/null 2>&1 || true
 done
-command -v prometheus >/dev/null && command -v prometheus-alertmanager >/dev/null
+[ "$rc" -eq 0 ] && command -v prometheus >/dev/null && command -v prometheus-alertmanager >/dev/null

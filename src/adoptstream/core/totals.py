@@ -1,0 +1,150 @@
+"""Aggregates derived from per-user state: the numbers of CONTRACT section 2.
+
+`AdoptionTotals` is additive: `add_user(state, +1)` before and `add_user(state, -1)` after an update
+keep it exact, two totals merge by addition, and a partition's totals are rebuilt from its users on
+assignment. Active users are counted per hour of their latest use, so any window that starts on an
+hour boundary is an exact sum.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from adoptstream.core.state import SourceOutcomes, UserState
+
+ANY_FEATURE = "*"
+UNASSIGNED = "unassigned"
+HOUR_NS = 3_600 * 1_000_000_000
+SECOND_NS = 1_000_000_000
+WINDOWS_DAYS: dict[str, int] = {"1d": 1, "7d": 7, "30d": 30}
+TTFU_BUCKETS_S: tuple[int, ...] = (60, 300, 900, 3600, 14400, 86400, 259200, 604800, 2592000)
+_TTFU_BOUNDS_NS = tuple(b * SECOND_NS for b in TTFU_BUCKETS_S)
+
+
+def _bucket_index(value_ns: int) -> int:
+    """Index of the first bucket whose upper bound holds value_ns (len(bounds) for +Inf)."""
+    for i, bound in enumerate(_TTFU_BOUNDS_NS):
+        if value_ns <= bound:
+            return i
+    return len(_TTFU_BOUNDS_NS)
+
+
+@dataclass(slots=True)
+class Histogram:
+    """Non-cumulative bucket counts plus the exact sum in ns."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(TTFU_BUCKETS_S) + 1))
+    sum_ns: int = 0
+
+    def observe(self, value_ns: int, sign: int) -> None:
+        self.counts[_bucket_index(value_ns)] += sign
+        self.sum_ns += sign * value_ns
+
+    def merge(self, other: Histogram) -> None:
+        for i, c in enumerate(other.counts):
+            self.counts[i] += c
+        self.sum_ns += other.sum_ns
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+
+def window_start_hour(now_ns: int, days: int) -> int:
+    """First hour index (ns // HOUR_NS) inside a window of `days` ending in the current UTC hour."""
+    return now_ns // HOUR_NS - (24 * days - 1)
+
+
+@dataclass(slots=True)
+class AdoptionTotals:
+    """Additive aggregates over a set of users (one partition, or merged for a worker)."""
+
+    outcomes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    feature_users: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    active_hours: dict[str, dict[int, int]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(int))
+    )
+    exposed: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    adopted: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    ttfu: dict[str, Histogram] = field(default_factory=lambda: defaultdict(Histogram))
+    uses: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add_user(self, user: UserState, sign: int = 1) -> None:
+        """Add (sign=+1) or remove (sign=-1) one user's contribution."""
+        self.outcomes["accepted"] += sign * user.accepted
+        self.outcomes["duplicate"] += sign * user.duplicates
+        first_use_any: int | None = None
+        last_use_any: int | None = None
+        for name, fs in user.features.items():
+            self.feature_users[name] += sign
+            if fs.uses:
+                self.uses[name] += sign * fs.uses
+            if fs.last_use_ns is not None:
+                self.active_hours[name][fs.last_use_ns // HOUR_NS] += sign
+                if last_use_any is None or fs.last_use_ns > last_use_any:
+                    last_use_any = fs.last_use_ns
+                if first_use_any is None or fs.first_use_ns < first_use_any:  # type: ignore[operator]
+                    first_use_any = fs.first_use_ns
+            if fs.exposure_ns is not None:
+                key = (name, fs.exposure_cohort or UNASSIGNED)
+                self.exposed[key] += sign
+                if fs.first_use_ns is not None:
+                    self.adopted[key] += sign
+                    self.ttfu[name].observe(max(0, fs.first_use_ns - fs.exposure_ns), sign)
+        if last_use_any is not None:
+            self.active_hours[ANY_FEATURE][last_use_any // HOUR_NS] += sign
+        if user.signup_ns is not None:
+            key = (ANY_FEATURE, user.signup_cohort or UNASSIGNED)
+            self.exposed[key] += sign
+            if first_use_any is not None:
+                self.adopted[key] += sign
+                self.ttfu[ANY_FEATURE].observe(max(0, first_use_any - user.signup_ns), sign)
+
+    def add_source(self, source: SourceOutcomes, sign: int = 1) -> None:
+        """Add or remove the invalid/future counts of one input partition."""
+        self.outcomes["invalid"] += sign * source.invalid
+        self.outcomes["future"] += sign * source.future
+
+    def merge(self, other: AdoptionTotals) -> None:
+        """Add another totals into this one."""
+        for k, v in other.outcomes.items():
+            self.outcomes[k] += v
+        for k, v in other.feature_users.items():
+            self.feature_users[k] += v
+        for name, hours in other.active_hours.items():
+            mine = self.active_hours[name]
+            for h, c in hours.items():
+                mine[h] += c
+        for k, v in other.exposed.items():
+            self.exposed[k] += v
+        for k, v in other.adopted.items():
+            self.adopted[k] += v
+        for k, hist in other.ttfu.items():
+            self.ttfu[k].merge(hist)
+        for k, v in other.uses.items():
+            self.uses[k] += v
+
+    def features(self) -> list[str]:
+        """Features seen in any accepted event, plus '*'."""
+        return [ANY_FEATURE, *sorted(f for f, n in self.feature_users.items() if n > 0)]
+
+    def active_users(self, feature: str, now_ns: int) -> dict[str, int]:
+        """Distinct users with a use of `feature` in each window, at wall-clock `now_ns`."""
+        hours = self.active_hours.get(feature, {})
+        out: dict[str, int] = {}
+        for window, days in WINDOWS_DAYS.items():
+            start = window_start_hour(now_ns, days)
+            out[window] = sum(c for h, c in hours.items() if h >= start)
+        return out
+
+
+def totals_of(users: Iterable[UserState], sources: Iterable[SourceOutcomes] = ()) -> AdoptionTotals:
+    """Totals built from scratch (partition assignment, tests)."""
+    totals = AdoptionTotals()
+    for user in users:
+        totals.add_user(user)
+    for source in sources:
+        totals.add_source(source)
+    return totals

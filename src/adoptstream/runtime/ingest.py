@@ -1,0 +1,102 @@
+"""Stage 1: read the input topic with any partitioning, validate, and re-key every message by user.
+
+Valid events go to the by-user topic, partitioned by user; invalid and future messages go byte for
+byte (key and value) to the dead-letter topic with the reason in a header, and a small rejection
+record goes to the by-user topic so that the outcome counts stay exact. Input offsets are committed
+only after every output is acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiokafka import ConsumerRecord, TopicPartition
+
+from adoptstream.core.events import InvalidEvent, Outcome, is_future, parse_event
+from adoptstream.runtime import records
+from adoptstream.runtime.config import WorkerConfig
+from adoptstream.runtime.sender import BatchSender
+from adoptstream.runtime.stats import WorkerStats
+
+log = logging.getLogger(__name__)
+
+REASON_HEADER = "adoptstream-reason"
+OUTCOME_HEADER = "adoptstream-outcome"
+SOURCE_HEADER = "adoptstream-source"
+
+
+class Ingest:
+    """Turns one batch of input records into by-user and dead-letter records."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        sender: BatchSender,
+        stats: WorkerStats,
+        by_user_partitions: int,
+        dlq_partitions: int,
+    ) -> None:
+        self._config = config
+        self._sender = sender
+        self._stats = stats
+        self._by_user = by_user_partitions
+        self._dlq_partitions = dlq_partitions
+
+    async def process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> dict[TopicPartition, int]:
+        """Route every record, wait for the acks, and return the offsets to commit."""
+        started = time.perf_counter()
+        now_ns = time.time_ns()
+        arrival_ms = now_ns // 1_000_000
+        out_topic = self._config.repartition_topic
+        append = self._sender.append
+        n = self._by_user
+        rejected = {Outcome.INVALID: 0, Outcome.FUTURE: 0}
+        commit: dict[TopicPartition, int] = {}
+        total = 0
+        for tp, recs in batch.items():
+            src = tp.partition
+            for rec in recs:
+                try:
+                    event = parse_event(rec.value)
+                    if is_future(event.ts_ns, now_ns):
+                        self._reject(rec, Outcome.FUTURE, "future: ts more than 5 minutes ahead", arrival_ms)
+                        rejected[Outcome.FUTURE] += 1
+                        continue
+                except InvalidEvent as exc:
+                    self._reject(rec, Outcome.INVALID, f"invalid: {exc.reason}", arrival_ms)
+                    rejected[Outcome.INVALID] += 1
+                    continue
+                append(
+                    out_topic,
+                    records.user_partition(event.user_id, n),
+                    event.user_id.encode(),
+                    records.encode_event(event, src, rec.offset, arrival_ms),
+                )
+            commit[tp] = recs[-1].offset + 1
+            total += len(recs)
+        await self._sender.flush()
+        stats = self._stats
+        stats.processed.labels("ingest").inc(total)
+        for outcome, count in rejected.items():
+            if count:
+                stats.dead_letters.labels(outcome.value).inc(count)
+        stats.batch_duration.labels("ingest").observe(time.perf_counter() - started)
+        return commit
+
+    def _reject(self, rec: ConsumerRecord, outcome: Outcome, reason: str, arrival_ms: int) -> None:
+        headers = [
+            *(rec.headers or ()),
+            (REASON_HEADER, reason[:1000].encode()),
+            (OUTCOME_HEADER, outcome.value.encode()),
+            (SOURCE_HEADER, f"{rec.topic}/{rec.partition}/{rec.offset}".encode()),
+        ]
+        self._sender.append(
+            self._config.dlq_topic, rec.partition % self._dlq_partitions, rec.key, rec.value, headers
+        )
+        self._sender.append(
+            self._config.repartition_topic,
+            records.rejection_partition(rec.partition, self._by_user),
+            None,
+            records.encode_rejection(outcome, rec.partition, rec.offset, arrival_ms),
+        )

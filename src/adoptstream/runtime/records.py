@@ -1,0 +1,73 @@
+"""Internal records on the by-user topic: every input message becomes exactly one of them.
+
+An event record (key = user_id) carries the parsed event; a rejection record (key = None) carries
+only the outcome of an invalid or future message. Both carry their source coordinates (input
+partition and offset), which make replays recognisable downstream.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from adoptstream.core.codec import dumps, loads
+from adoptstream.core.events import Event, Outcome
+
+_TYPES = ("signup", "exposure", "use")
+_TYPE_CODE = {t: i for i, t in enumerate(_TYPES)}
+_REJECTED = (Outcome.INVALID, Outcome.FUTURE)
+
+
+def user_partition(user_id: str, partitions: int) -> int:
+    """The by-user partition that owns a user (stable across processes and versions)."""
+    return zlib.crc32(user_id.encode()) % partitions
+
+
+def rejection_partition(src_partition: int, partitions: int) -> int:
+    """The by-user partition that counts the rejections of one input partition."""
+    return src_partition % partitions
+
+
+def encode_event(event: Event, src_partition: int, src_offset: int, arrival_ms: int) -> bytes:
+    return dumps(
+        [
+            src_partition,
+            src_offset,
+            arrival_ms,
+            event.event_id,
+            _TYPE_CODE[event.type],
+            event.feature,
+            event.ts_ns,
+            event.cohort,
+        ]
+    )
+
+
+def encode_rejection(outcome: Outcome, src_partition: int, src_offset: int, arrival_ms: int) -> bytes:
+    return dumps([src_partition, src_offset, arrival_ms, 0 if outcome is Outcome.INVALID else 1])
+
+
+@dataclass(slots=True)
+class EventRecord:
+    src_partition: int
+    src_offset: int
+    arrival_ms: int
+    event: Event
+
+
+@dataclass(slots=True)
+class RejectionRecord:
+    src_partition: int
+    src_offset: int
+    arrival_ms: int
+    outcome: Outcome
+
+
+def decode(key: bytes | None, value: bytes) -> EventRecord | RejectionRecord:
+    """Decode one by-user record."""
+    fields = loads(value)
+    if key is None:
+        p, off, arrival, code = fields
+        return RejectionRecord(p, off, arrival, _REJECTED[code])
+    p, off, arrival, event_id, tcode, feature, ts_ns, cohort = fields
+    return EventRecord(p, off, arrival, Event(event_id, key.decode(), _TYPES[tcode], feature, ts_ns, cohort))

@@ -1,0 +1,68 @@
+"""Batched produce: records go into one aiokafka batch per (topic, partition), one await per flush."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+@dataclass(slots=True)
+class SentBatch:
+    """Where one flushed batch landed: its first offset and record count."""
+
+    topic: str
+    partition: int
+    base_offset: int
+    count: int
+
+    @property
+    def last_offset(self) -> int:
+        return self.base_offset + self.count - 1
+
+
+class BatchSender:
+    """Collects records per (topic, partition) into aiokafka batches; `flush` sends and waits for all acks.
+
+    `append` is synchronous (no await per record); full batches wait in memory until `flush`.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+        self._open: dict[tuple[str, int], list] = {}  # slot -> [batch, count]
+        self._full: list[tuple[str, int, object, int]] = []
+
+    def append(
+        self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers: Headers = ()
+    ) -> None:
+        slot = (topic, partition)
+        entry = self._open.get(slot)
+        if entry is None:
+            entry = self._open[slot] = [self._producer.create_batch(), 0]
+        hdrs = list(headers)
+        if entry[0].append(key=key, value=value, timestamp=None, headers=hdrs) is None:
+            if entry[1] == 0:
+                raise ValueError(f"record of {len(value or b'')} bytes does not fit in an empty batch")
+            self._full.append((topic, partition, entry[0], entry[1]))
+            entry[0], entry[1] = self._producer.create_batch(), 0
+            if entry[0].append(key=key, value=value, timestamp=None, headers=hdrs) is None:
+                raise ValueError(f"record of {len(value or b'')} bytes is larger than the batch size")
+        entry[1] += 1
+
+    async def flush(self) -> list[SentBatch]:
+        """Send every collected batch and wait until the broker acknowledged all of them."""
+        ready = self._full + [(t, p, b, n) for (t, p), (b, n) in self._open.items()]
+        self._full, self._open = [], {}
+        if not ready:
+            return []
+        futures = [await self._producer.send_batch(b, t, partition=p) for t, p, b, _ in ready]
+        metas = await asyncio.gather(*futures)
+        return [SentBatch(t, p, m.offset, n) for (t, p, _, n), m in zip(ready, metas, strict=True)]
+
+    def discard(self) -> None:
+        """Drop what was collected (after a failure the input batch is read again)."""
+        self._full, self._open = [], {}

@@ -1,0 +1,139 @@
+"""Local state stores of one by-user partition: RocksDB (durable, default) or memory.
+
+A store holds user and source states plus the changelog offset it reflects. It is only written
+after the changelog has acknowledged the same values, so it is never ahead of the changelog:
+restoring reads the changelog from `changelog_offset + 1` to its end.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from adoptstream.core.state import SourceOutcomes, UserState
+
+State = UserState | SourceOutcomes
+USER_PREFIX = b"u"
+SOURCE_PREFIX = b"s"
+_OFFSET_KEY = b"\x00changelog-offset"
+
+
+def user_key(user_id: str) -> bytes:
+    return USER_PREFIX + user_id.encode()
+
+
+def source_key(src_partition: int) -> bytes:
+    return SOURCE_PREFIX + str(src_partition).encode()
+
+
+def decode_state(key: bytes, value: bytes) -> State:
+    """Decode a stored value by its key's kind."""
+    if key[:1] == USER_PREFIX:
+        return UserState.decode(value)
+    return SourceOutcomes.decode(value)
+
+
+class PartitionStore(Protocol):
+    """Storage of one partition's states."""
+
+    changelog_offset: int
+
+    def load(self, key: bytes) -> State | None: ...
+
+    def save(self, states: dict[bytes, tuple[State, bytes]], changelog_offset: int) -> None: ...
+
+    def save_raw(self, values: dict[bytes, bytes], changelog_offset: int) -> None: ...
+
+    def states(self) -> Iterator[tuple[bytes, State]]: ...
+
+    def wipe(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryStore:
+    """Decoded states in a dict: fastest, rebuilt from the changelog on every assignment."""
+
+    def __init__(self) -> None:
+        self._data: dict[bytes, State] = {}
+        self.changelog_offset = -1
+
+    def load(self, key: bytes) -> State | None:
+        return self._data.get(key)
+
+    def save(self, states: dict[bytes, tuple[State, bytes]], changelog_offset: int) -> None:
+        for key, (state, _) in states.items():
+            self._data[key] = state
+        self.changelog_offset = changelog_offset
+
+    def save_raw(self, values: dict[bytes, bytes], changelog_offset: int) -> None:
+        for key, value in values.items():
+            self._data[key] = decode_state(key, value)
+        self.changelog_offset = changelog_offset
+
+    def states(self) -> Iterator[tuple[bytes, State]]:
+        yield from self._data.items()
+
+    def wipe(self) -> None:
+        self._data.clear()
+        self.changelog_offset = -1
+
+    def close(self) -> None:
+        self._data.clear()
+
+
+class RocksStore:
+    """RocksDB (rocksdict) on local disk: survives restarts, so restore reads only the changelog tail."""
+
+    def __init__(self, path: Path) -> None:
+        from rocksdict import Options, Rdict
+
+        self._path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._options = Options(raw_mode=True)
+        self._options.create_if_missing(True)
+        self._db = Rdict(str(path), self._options)
+        raw = self._db.get(_OFFSET_KEY)
+        self.changelog_offset = int(raw) if raw is not None else -1
+
+    def load(self, key: bytes) -> State | None:
+        raw = self._db.get(key)
+        return None if raw is None else decode_state(key, raw)
+
+    def save(self, states: dict[bytes, tuple[State, bytes]], changelog_offset: int) -> None:
+        self.save_raw({key: value for key, (_, value) in states.items()}, changelog_offset)
+
+    def save_raw(self, values: dict[bytes, bytes], changelog_offset: int) -> None:
+        from rocksdict import WriteBatch
+
+        batch = WriteBatch(raw_mode=True)
+        for key, value in values.items():
+            batch.put(key, value)
+        batch.put(_OFFSET_KEY, str(changelog_offset).encode())
+        self._db.write(batch)  # atomic: values and offset together
+        self.changelog_offset = changelog_offset
+
+    def states(self) -> Iterator[tuple[bytes, State]]:
+        for key, value in self._db.items():
+            if key != _OFFSET_KEY:
+                yield key, decode_state(key, value)
+
+    def wipe(self) -> None:
+        self._db.close()
+        shutil.rmtree(self._path, ignore_errors=True)
+        from rocksdict import Rdict
+
+        self._db = Rdict(str(self._path), self._options)
+        self.changelog_offset = -1
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def open_store(kind: str, state_dir: Path, partition: int) -> PartitionStore:
+    """A store for one by-user partition."""
+    if kind == "memory":
+        return MemoryStore()
+    return RocksStore(state_dir / f"p{partition:04d}")

@@ -1,0 +1,71 @@
+"""Create the input, dead-letter, by-user and changelog topics when missing; check they fit together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from adoptstream.runtime.config import ConfigError, WorkerConfig
+
+log = logging.getLogger(__name__)
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    existing = set(await admin.list_topics())
+    wanted = [n for n in names if n in existing]
+    if not wanted:
+        return {}
+    described = await admin.describe_topics(wanted)
+    return {d["topic"]: len(d["partitions"]) for d in described if not d.get("error_code")}
+
+
+async def ensure_topics(config: WorkerConfig, timeout_s: float = 30.0) -> int:
+    """Make sure all four topics exist; return the partition count of the by-user topic."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=config.bootstrap_servers, client_id=f"{config.app_id}-admin"
+    )
+    await admin.start()
+    try:
+        names = [config.topic, config.dlq_topic, config.repartition_topic, config.changelog_topic]
+        counts = await _partition_counts(admin, names)
+        by_user = counts.get(config.repartition_topic, config.partitions)
+        plan = {
+            config.topic: (config.partitions, {}),
+            config.dlq_topic: (counts.get(config.topic, config.partitions), {}),
+            config.repartition_topic: (by_user, {}),
+            # the changelog is co-partitioned with the by-user topic: partition p holds p's state
+            config.changelog_topic: (by_user, {"cleanup.policy": "compact"}),
+        }
+        missing = [
+            NewTopic(name, n, config.replication_factor, topic_configs=cfg)
+            for name, (n, cfg) in plan.items()
+            if name not in counts
+        ]
+        if missing:
+            log.info("creating topics %s", ", ".join(t.name for t in missing))
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another worker was quicker
+        deadline = time.monotonic() + timeout_s
+        while True:
+            counts = await _partition_counts(admin, names)
+            if all(name in counts for name in names):
+                break
+            if time.monotonic() > deadline:
+                raise ConfigError(
+                    f"topics {sorted(set(names) - set(counts))} did not appear within {timeout_s}s"
+                )
+            await asyncio.sleep(0.1)
+        if counts[config.changelog_topic] != counts[config.repartition_topic]:
+            raise ConfigError(
+                f"{config.changelog_topic} has {counts[config.changelog_topic]} partitions but "
+                f"{config.repartition_topic} has {counts[config.repartition_topic]}: they must match"
+            )
+        return counts[config.repartition_topic]
+    finally:
+        await admin.close()

@@ -1,0 +1,149 @@
+"""Exact contract numbers through a real broker: foreign producer, several workers, SIGKILL + restart."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+
+from tests.integration.dataset import Message, build_dataset, expected_samples
+from tests.integration.workers import Samples, WorkerProcess, contract_only, summed
+
+pytestmark = pytest.mark.integration
+
+
+def publish_librdkafka(bootstrap: str, topic: str, msgs: list[Message]) -> None:
+    """Publish with librdkafka (CRC32 'consistent_random' partitioner), keys as given (null/foreign)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    errors: list[str] = []
+
+    def on_delivery(err, _msg) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    for m in msgs:
+        while True:
+            try:
+                producer.produce(topic, value=m.value, key=m.key, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    assert producer.flush(30) == 0
+    assert not errors, errors[:3]
+
+
+def total_events(pages: list[Samples]) -> float:
+    return sum(v for page in pages for (name, _), v in page.items() if name == "adoptstream_events_total")
+
+
+def wait_for_all(workers: list[WorkerProcess], n_messages: int, timeout_s: float = 120.0) -> list[Samples]:
+    """Poll until the workers together gave every message an outcome."""
+    deadline = time.monotonic() + timeout_s
+    seen = -1.0
+    while time.monotonic() < deadline:
+        for w in workers:
+            w.assert_alive()
+        pages = [w.samples() for w in workers]
+        seen = total_events(pages)
+        assert seen <= n_messages, f"more outcomes ({seen}) than messages ({n_messages})"
+        if seen == n_messages:
+            return pages
+        time.sleep(0.2)
+    logs = "\n".join(w.log_tail() for w in workers)
+    raise TimeoutError(f"{seen} of {n_messages} messages processed after {timeout_s}s\n{logs}")
+
+
+def assert_exact(workers: list[WorkerProcess], msgs: list[Message], publish_ns: int) -> None:
+    for _ in range(3):  # an hour boundary between scrape and expectation: try again
+        before = time.time_ns()
+        got = summed([contract_only(w.samples()) for w in workers])
+        after = time.time_ns()
+        if before // 3_600_000_000_000 == after // 3_600_000_000_000:
+            break
+    want = expected_samples(msgs, publish_ns, after)
+    missing = sorted(set(want) - set(got))
+    extra = sorted(k for k in set(got) - set(want) if got[k] != 0)
+    wrong = sorted((k, got[k], want[k]) for k in set(got) & set(want) if got[k] != pytest.approx(want[k]))
+    assert not missing and not extra and not wrong, (
+        f"missing {missing[:5]}\nextra {extra[:5]}\nwrong (key, got, want) {wrong[:5]}"
+    )
+
+
+def test_two_workers_rebalance_mid_stream_foreign_producer(kafka_broker, unique_topic, tmp_path: Path) -> None:
+    msgs = build_dataset(n_users=1500, seed=7)
+    a = WorkerProcess(kafka_broker.bootstrap, unique_topic, tmp_path / "a", app_id=unique_topic).start()
+    b = WorkerProcess(kafka_broker.bootstrap, unique_topic, tmp_path / "b", app_id=unique_topic)
+    try:
+        a.wait_ready()
+        publish_ns = time.time_ns()
+        half = len(msgs) // 2
+        publish_librdkafka(kafka_broker.bootstrap, unique_topic, msgs[:half])
+        b.start()  # joins while a is busy: both groups rebalance mid-stream
+        publish_librdkafka(kafka_broker.bootstrap, unique_topic, msgs[half:])
+        b.wait_ready()
+        wait_for_all([a, b], len(msgs))
+        assert_exact([a, b], msgs, publish_ns)
+        # both workers really own state: each exports part of the users
+        assert total_events([a.samples()]) > 0 and total_events([b.samples()]) > 0
+    finally:
+        a.stop()
+        b.stop()
+
+
+@pytest.mark.parametrize("store", ["rocksdb", "memory"])
+def test_sigkill_mid_stream_then_restart_is_exact(kafka_broker, unique_topic, tmp_path: Path, store: str) -> None:
+    msgs = build_dataset(n_users=2500, seed=11)
+    w = WorkerProcess(kafka_broker.bootstrap, unique_topic, tmp_path / "w", app_id=unique_topic, store=store)
+    w.start().wait_ready()
+    publish_ns = time.time_ns()
+    try:
+        publish_librdkafka(kafka_broker.bootstrap, unique_topic, msgs)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and total_events([w.samples()]) < len(msgs) * 0.2:
+            time.sleep(0.02)
+        processed = total_events([w.samples()])
+        w.kill()
+        assert processed < len(msgs), "killed too late to test a crash mid-stream"
+        restarted = WorkerProcess(
+            kafka_broker.bootstrap, unique_topic, tmp_path / "w", app_id=unique_topic, store=store
+        ).start()
+        try:
+            restarted.wait_ready(timeout_s=90)
+            wait_for_all([restarted], len(msgs))
+            assert_exact([restarted], msgs, publish_ns)
+        finally:
+            restarted.stop()
+    finally:
+        w.kill()
+
+
+def test_dead_letters_byte_for_byte(kafka_broker, unique_topic, tmp_path: Path) -> None:
+    from confluent_kafka import Consumer
+
+    bad = [Message(b"k1", b"not json"), Message(None, b'{"ts":1}'), Message(b"\x00bin", b"\xff\xfe")]
+    w = WorkerProcess(kafka_broker.bootstrap, unique_topic, tmp_path / "w", app_id=unique_topic).start()
+    try:
+        w.wait_ready()
+        publish_librdkafka(kafka_broker.bootstrap, unique_topic, bad)
+        wait_for_all([w], len(bad))
+        consumer = Consumer({
+            "bootstrap.servers": kafka_broker.bootstrap, "group.id": f"{unique_topic}-check",
+            "auto.offset.reset": "earliest",
+        })
+        consumer.subscribe([f"{unique_topic}.dlq"])
+        got: list[tuple[bytes | None, bytes | None, dict]] = []
+        deadline = time.monotonic() + 30
+        while len(got) < len(bad) and time.monotonic() < deadline:
+            m = consumer.poll(0.5)
+            if m is not None and m.error() is None:
+                got.append((m.key(), m.value(), dict(m.headers() or [])))
+        consumer.close()
+        assert sorted((k or b"", v) for k, v, _ in got) == sorted((m.key or b"", m.value) for m in bad)
+        for _, _, headers in got:
+            assert headers["adoptstream-outcome"] == b"invalid"
+            assert headers["adoptstream-reason"].startswith(b"invalid: ")
+    finally:
+        w.stop()

@@ -1116,9 +1116,11 @@ def operations() -> dict[str, Any]:
     lay.add(
         stat(
             "Workers up",
-            "Workers whose /metrics the last scrape reached, out of all scraped.",
+            "Workers whose /metrics the last scrape reached (up), those of them serving exact numbers "
+            "(ready: not restoring state, adoptstream_ready), out of all scraped.",
             refs(
                 q('sum(up{job=~"$job"})', "up"),
+                q('sum(adoptstream_ready{job=~"$job"})', "ready"),
                 q('count(up{job=~"$job"})', "scraped"),
             ),
             thresholds=[(None, "red"), (1, "green")],
@@ -1189,10 +1191,14 @@ def operations() -> dict[str, Any]:
     )
     lay.add(
         state_timeline(
-            "Workers up over time",
-            'up{job="adoptstream"} per worker: whether Prometheus could scrape it.',
-            [q(f"max by (instance) (up{{{sel}}})", "{{instance}}")],
-            mappings=value_map({"0": ("down", "red"), "1": ("up", "green")}),
+            "Workers up and ready over time",
+            'Per worker: up (up{job="adoptstream"}: Prometheus could scrape it) and ready '
+            "(adoptstream_ready: it serves exact numbers; 0 while it restores its state).",
+            refs(
+                q(f"max by (instance) (up{{{sel}}})", "{{instance}} up"),
+                q(f"max by (instance) (adoptstream_ready{{{sel}}})", "{{instance}} ready"),
+            ),
+            mappings=value_map({"0": ("no", "red"), "1": ("yes", "green")}),
             thresholds=[(None, "red"), (1, "green")],
         ),
         12,

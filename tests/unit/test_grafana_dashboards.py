@@ -46,6 +46,7 @@ OPERATIONAL_METRICS = {
     "adoptstream_assigned_partitions",
     "adoptstream_label_overflow_values",
     "adoptstream_build_info",
+    "adoptstream_ready",
 }
 HISTOGRAMS = {"adoptstream_time_to_first_use_seconds", "adoptstream_batch_duration_seconds"}
 RECORDING_RULES = {

@@ -439,7 +439,8 @@ def query_var(
         "type": "query",
         "datasource": DS,
         "definition": query,
-        "query": {"qryType": 1, "query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
+        # A plain string: Grafana parses it into its variable editor's fields when the editor opens.
+        "query": query,
         "refresh": 2,  # on time range change: new features and waves show up without a reload
         "regex": "",
         "sort": 1,

@@ -41,7 +41,7 @@ class InvalidEvent(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """One valid usage event. `feature` is None for signups, `cohort` None when absent."""
 

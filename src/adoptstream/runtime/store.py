@@ -7,6 +7,7 @@ restoring reads the changelog from `changelog_offset + 1` to its end.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,9 +86,14 @@ class MemoryStore:
 
 
 class RocksStore:
-    """RocksDB (rocksdict) on local disk: survives restarts, so restore reads only the changelog tail."""
+    """RocksDB (rocksdict) on local disk: survives restarts, so restore reads only the changelog tail.
 
-    def __init__(self, path: Path) -> None:
+    Recently written states stay decoded in a bounded cache, so a busy user is not decoded per batch.
+    """
+
+    def __init__(self, path: Path, cache_size: int = 100_000) -> None:
+        self._cache: dict[bytes, State] = {}
+        self._cache_size = cache_size
         from rocksdict import Options, Rdict
 
         self._path = path
@@ -99,11 +105,21 @@ class RocksStore:
         self.changelog_offset = int(raw) if raw is not None else -1
 
     def load(self, key: bytes) -> State | None:
+        state = self._cache.get(key)
+        if state is not None:
+            return state
         raw = self._db.get(key)
         return None if raw is None else decode_state(key, raw)
 
     def save(self, states: dict[bytes, tuple[State, bytes]], changelog_offset: int) -> None:
         self.save_raw({key: value for key, (_, value) in states.items()}, changelog_offset)
+        cache = self._cache
+        for key, (state, _) in states.items():
+            cache[key] = state
+        excess = len(cache) - self._cache_size
+        if excess > 0:  # drop the oldest entries (dicts keep insertion order)
+            for key in list(itertools.islice(cache, excess)):
+                del cache[key]
 
     def save_raw(self, values: dict[bytes, bytes], changelog_offset: int) -> None:
         from rocksdict import WriteBatch
@@ -114,6 +130,8 @@ class RocksStore:
         batch.put(_OFFSET_KEY, str(changelog_offset).encode())
         self._db.write(batch)  # atomic: values and offset together
         self.changelog_offset = changelog_offset
+        for key in values:
+            self._cache.pop(key, None)
 
     def states(self) -> Iterator[tuple[bytes, State]]:
         for key, value in self._db.items():
@@ -121,6 +139,7 @@ class RocksStore:
                 yield key, decode_state(key, value)
 
     def wipe(self) -> None:
+        self._cache.clear()
         self._db.close()
         shutil.rmtree(self._path, ignore_errors=True)
         from rocksdict import Rdict

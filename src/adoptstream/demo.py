@@ -1,0 +1,487 @@
+"""`adoptstream demo`: worker + live synthetic traffic + a refreshed adoption table (the job of `make demo`).
+
+Starts one worker subprocess, waits for /ready, publishes a backfill of historical events and then live
+traffic in-process, and redraws a per-feature table from the worker's /api/summary every 2 s. When
+Prometheus, Alertmanager and `adoptstream.monitoring_stack` are available it also runs them with the rules
+of a demo rollout plan and lists received alerts under the table. Ctrl-C (or --duration) stops everything
+in order: traffic, worker (SIGTERM, then SIGKILL), monitoring, and the local broker (`kafka down`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from adoptstream.core.totals import ANY_FEATURE
+from adoptstream.runtime.config import ConfigError, parse_broker
+
+REFRESH_S = 2.0
+READY_TIMEOUT_S = 120.0
+WORKER_STOP_TIMEOUT_S = 20.0
+OUTCOMES = ("accepted", "duplicate", "invalid", "future")
+CLEAR = "\x1b[H\x1b[2J"
+
+
+# -- the table -------------------------------------------------------------------------------------
+
+
+def _ratio(num: int, den: int) -> str:
+    return f"{100 * num / den:.1f}%" if den else "-"
+
+
+def render_table(summary: dict[str, Any], width: int = 110) -> str:
+    """The per-feature table and the outcome line, from a worker's /api/summary JSON."""
+    features: dict[str, dict[str, Any]] = summary.get("features", {})
+    header = ("feature", "active 1d", "7d", "30d", "sticky", "exposed", "adopted", "adoption", "uses")
+    rows: list[tuple[str, ...]] = []
+
+    def order(item: tuple[str, dict[str, Any]]) -> tuple[int, int, str]:
+        name, f = item
+        return (0 if name == ANY_FEATURE else 1, -int(f.get("uses", 0)), name)
+
+    for name, f in sorted(features.items(), key=order):
+        active = f.get("active", {})
+        a1, a7, a30 = (int(active.get(w, 0)) for w in ("1d", "7d", "30d"))
+        exposed, adopted, uses = int(f.get("exposed", 0)), int(f.get("adopted", 0)), int(f.get("uses", 0))
+        label = "* (any feature)" if name == ANY_FEATURE else name
+        rows.append(
+            (
+                label,
+                f"{a1:,}",
+                f"{a7:,}",
+                f"{a30:,}",
+                _ratio(a1, a30),
+                f"{exposed:,}",
+                f"{adopted:,}",
+                _ratio(adopted, exposed),
+                f"{uses:,}",
+            )
+        )
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    widths[0] = min(max(widths[0], 16), 40)
+
+    def line(cells: tuple[str, ...]) -> str:
+        first = cells[0][: widths[0]].ljust(widths[0])
+        rest = "  ".join(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
+        return f"{first}  {rest}"
+
+    out = [line(header), "-" * min(width, len(line(header)))]
+    out += [line(r) for r in rows] or ["(no accepted events yet)"]
+    events = summary.get("events", {})
+    parts = [f"{o} {int(events.get(o, 0)):,}" for o in OUTCOMES]
+    parts += [f"{k} {int(v):,}" for k, v in sorted(events.items()) if k not in OUTCOMES]
+    out += ["", "events by outcome: " + ", ".join(parts)]
+    out.append("sticky = active 1d / active 30d; adoption = adopted / exposed (* exposed = signed up)")
+    return "\n".join(out)
+
+
+# -- processes -------------------------------------------------------------------------------------
+
+
+def port_free(port: int) -> bool:
+    """True when a server could listen on 127.0.0.1:port (TIME_WAIT leftovers don't count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class WorkerProcess:
+    """`python -m adoptstream worker` in its own session (Ctrl-C reaches only the demo, which stops it)."""
+
+    def __init__(self, broker: str, topic: str, port: int, data_dir: Path) -> None:
+        self.port = port
+        self.data_dir = data_dir
+        self.log_path = data_dir / "worker.log"
+        self.cmd = [
+            sys.executable,
+            "-m",
+            "adoptstream",
+            "worker",
+            "--broker",
+            broker,
+            "--topic",
+            topic,
+            "--web-port",
+            str(port),
+            "--web-host",
+            "127.0.0.1",
+            "--data-dir",
+            str(data_dir / "worker"),
+        ]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def exited(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    async def wait_ready(self, session: aiohttp.ClientSession, timeout_s: float) -> None:
+        """Poll /ready until 200; raise RuntimeError when the worker exits or the deadline passes."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            code = self.exited()
+            if code is not None:
+                raise RuntimeError(f"worker exited with code {code}; log tail:\n{_tail(self.log_path)}")
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                async with session.get(f"{self.url}/ready") as resp:
+                    if resp.status == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"worker not ready after {timeout_s:.0f} s; log tail:\n{_tail(self.log_path)}"
+                )
+            await asyncio.sleep(0.2)
+
+    async def stop(self, timeout_s: float = WORKER_STOP_TIMEOUT_S) -> str:
+        """SIGTERM, wait, then SIGKILL; says how it went."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return "worker had already exited"
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        if proc.poll() is None:
+            proc.kill()
+            await asyncio.get_running_loop().run_in_executor(None, proc.wait)
+            return f"worker (pid {proc.pid}) killed after {timeout_s:.0f} s"
+        return f"worker (pid {proc.pid}) stopped"
+
+
+# -- optional monitoring stack ---------------------------------------------------------------------
+
+
+class Monitoring:
+    """Prometheus + Alertmanager + webhook receiver via `adoptstream.monitoring_stack`, when all exist."""
+
+    def __init__(self, stack: Any, note: str) -> None:
+        self.stack = stack
+        self.note = note
+
+    @classmethod
+    async def start(cls, worker_url: str, data_dir: Path, timeout_s: float = 60) -> Monitoring:
+        """Start it, or return an inactive instance whose `note` says why not (never raises)."""
+        import importlib.util
+        import shutil
+
+        missing = [b for b in ("prometheus", "prometheus-alertmanager") if shutil.which(b) is None]
+        if missing:
+            return cls(None, f"monitoring: skipped ({', '.join(missing)} not installed)")
+        if importlib.util.find_spec("adoptstream.monitoring_stack") is None:
+            return cls(None, "monitoring: skipped (adoptstream.monitoring_stack not available yet)")
+        try:
+            from adoptstream import monitoring_stack
+
+            stack = await asyncio.wait_for(
+                _start_stack(monitoring_stack, worker_url, data_dir), timeout=timeout_s
+            )
+        except Exception as exc:  # optional part: never let it break the demo
+            return cls(None, f"monitoring: skipped ({type(exc).__name__}: {exc})"[:200])
+        return cls(stack, "monitoring: " + _describe(stack))
+
+    @property
+    def active(self) -> bool:
+        return self.stack is not None
+
+    async def alerts(self) -> list[str]:
+        """One line per alert the webhook receiver got (newest last)."""
+        if self.stack is None:
+            return []
+        try:
+            return await _received_alerts(self.stack)
+        except Exception as exc:
+            return [f"(could not read alerts: {type(exc).__name__}: {exc})"]
+
+    async def stop(self) -> str:
+        if self.stack is None:
+            return ""
+        try:
+            result = self.stack.stop()
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception as exc:
+            return f"monitoring stack stop failed: {exc}"
+        return "monitoring stack stopped"
+
+
+async def _start_stack(module: Any, worker_url: str, data_dir: Path) -> Any:
+    """Adapter to the monitoring_stack module (kept in one place for when its API changes)."""
+    factory: Callable[..., Any] = module.MonitoringStack
+    stack = factory(targets=[worker_url.removeprefix("http://")], data_dir=data_dir / "monitoring")
+    result = stack.start()
+    if asyncio.iscoroutine(result):
+        await result
+    return stack
+
+
+def _describe(stack: Any) -> str:
+    urls = [f"{n} {getattr(stack, a)}" for n, a in (("Prometheus", "prometheus_url"),
+            ("Alertmanager", "alertmanager_url")) if getattr(stack, a, None)]
+    return ", ".join(urls) or "running"
+
+
+async def _received_alerts(stack: Any) -> list[str]:
+    result = stack.received_alerts()
+    if asyncio.iscoroutine(result):
+        result = await result
+    lines = []
+    for alert in list(result)[-8:]:
+        labels = alert.get("labels", {}) if isinstance(alert, dict) else {}
+        status = alert.get("status", "") if isinstance(alert, dict) else ""
+        name = labels.get("alertname", str(alert)[:80])
+        extra = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in ("alertname",))
+        lines.append(f"{status:>8} {name} {extra}"[:160])
+    return lines
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+
+async def run_demo(args: argparse.Namespace, out: Any = None) -> int:
+    """The whole demo; returns the exit code."""
+    from adoptstream.generate import TrafficGenerator, run_live
+    from adoptstream.publish import Publisher, PublishError
+
+    out = out or sys.stdout
+    tty = out.isatty()
+
+    def say(text: str) -> None:
+        print(text, file=out, flush=True)
+
+    bootstrap = parse_broker(args.broker)
+    data_dir = Path(args.data_dir)
+    if not port_free(args.web_port):
+        say(f"demo: port {args.web_port} on 127.0.0.1 is in use (another demo or worker?); try --web-port")
+        return 1
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    interrupts = 0
+
+    def on_signal() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    if args.duration is not None:
+        loop.call_later(args.duration, stop.set)
+
+    say(f"demo: broker {bootstrap}, topic {args.topic}, data in {data_dir}")
+    publisher = Publisher(bootstrap, args.topic, client_id="adoptstream-demo")
+    worker = WorkerProcess(args.broker, args.topic, args.web_port, data_dir)
+    monitoring = Monitoring(None, "")
+    live_task: asyncio.Task[None] | None = None
+    code = 0
+    started = time.monotonic()
+    timeout = aiohttp.ClientTimeout(total=3)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        try:
+            try:
+                await publisher.start()  # creates the topic with the worker's partition count
+            except PublishError as exc:
+                say(f"demo: {exc}\ndemo: is Kafka running? `make kafka-up` starts a local broker")
+                return 1
+            worker.start()
+            pid = worker.proc.pid if worker.proc else "?"
+            say(f"demo: worker starting (pid {pid}, log {worker.log_path})")
+            ready = asyncio.create_task(worker.wait_ready(session, READY_TIMEOUT_S))
+            await asyncio.wait([ready, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+            if not ready.done():
+                ready.cancel()
+                say("demo: stopped before the worker was ready")
+                return 0
+            ready.result()
+            say(f"demo: worker ready; metrics at {worker.url}/metrics (JSON: {worker.url}/api/summary)")
+
+            gen = TrafficGenerator(
+                args.seed if args.seed is not None else int(time.time()),
+                args.users,
+                duplicate_ratio=0.01,
+                invalid_ratio=0.002,
+            )
+            if args.backfill > 0:
+                for line in gen.events(args.backfill):
+                    publisher.add(line)
+                await publisher.flush()
+                say(f"demo: backfilled {args.backfill:,} events of the past 30 days")
+            live_task = asyncio.create_task(run_live(gen, publisher, args.rate, stop))
+            say(f"demo: live traffic at {args.rate:g} events/s")
+
+            if not args.no_monitoring:
+                monitoring = await Monitoring.start(worker.url, data_dir)
+                say(monitoring.note)
+            say("demo: Ctrl-C stops everything")
+            code = await _refresh_loop(session, worker, publisher, monitoring, stop, args, started, tty, say)
+        except RuntimeError as exc:
+            say(f"demo: {exc}")
+            code = 1
+        finally:
+            stop.set()
+            await _shutdown(publisher, live_task, worker, monitoring, args, interrupts, say)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+    return code
+
+
+async def _refresh_loop(
+    session: aiohttp.ClientSession,
+    worker: WorkerProcess,
+    publisher: Any,
+    monitoring: Monitoring,
+    stop: asyncio.Event,
+    args: argparse.Namespace,
+    started: float,
+    tty: bool,
+    say: Callable[[str], None],
+) -> int:
+    """Redraw the table every REFRESH_S until `stop`; 1 if the worker died."""
+    last_sent, last_t = publisher.stats.sent, time.monotonic()
+    while not stop.is_set():
+        if worker.exited() is not None:
+            say(f"demo: the worker exited (code {worker.exited()}); log tail:\n{_tail(worker.log_path)}")
+            return 1
+        try:
+            async with session.get(f"{worker.url}/api/summary") as resp:
+                resp.raise_for_status()
+                body = render_table(await resp.json())
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            body = f"(worker not answering /api/summary: {type(exc).__name__} {exc})"
+        now = time.monotonic()
+        stats = publisher.stats
+        rate = (stats.sent - last_sent) / (now - last_t) if now > last_t else 0.0
+        last_sent, last_t = stats.sent, now
+        head = (
+            f"adoptstream demo - topic {args.topic} - up {now - started:,.0f} s - published {stats.sent:,} "
+            f"({rate:,.0f}/s) - {worker.url}/metrics"
+        )
+        screen = [head, "", body]
+        if monitoring.active:
+            alerts = await monitoring.alerts()
+            screen += ["", monitoring.note, "alerts received:", *(alerts or ["  (none yet)"])]
+        screen += ["", "Ctrl-C to stop"]
+        text = "\n".join(screen)
+        say(CLEAR + text if tty else text + "\n")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=REFRESH_S)
+    return 0
+
+
+async def _shutdown(
+    publisher: Any,
+    live_task: asyncio.Task[None] | None,
+    worker: WorkerProcess,
+    monitoring: Monitoring,
+    args: argparse.Namespace,
+    interrupts: int,
+    say: Callable[[str], None],
+) -> None:
+    """Stop in order: traffic, worker, monitoring, broker. Tells what it did."""
+    say("\ndemo: stopping ...")
+    if live_task is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(live_task, timeout=5)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(publisher.flush(), timeout=10)
+    await publisher.stop(timeout_s=5)
+    say(f"demo: traffic stopped ({publisher.stats.sent:,} events published)")
+    if worker.proc is not None:
+        say("demo: " + await worker.stop(timeout_s=2 if interrupts > 1 else WORKER_STOP_TIMEOUT_S))
+    note = await monitoring.stop()
+    if note:
+        say("demo: " + note)
+    if args.kafka_dir is None:
+        say("demo: Kafka left running (no --kafka-dir given)")
+    elif args.no_kafka_down:
+        say(
+            "demo: Kafka left running (--no-kafka-down); stop it with: "
+            f"adoptstream kafka down --dir {args.kafka_dir}"
+        )
+    else:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "adoptstream", "kafka", "down", "--dir", str(args.kafka_dir),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        output, _ = await proc.communicate()
+        text = output.decode(errors="replace").strip()
+        say(f"demo: kafka down: {text}" if text else f"demo: kafka down exited with {proc.returncode}")
+    say("demo: everything stopped, nothing left running")
+
+
+# -- CLI -------------------------------------------------------------------------------------------
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="worker + live synthetic traffic + a refreshed adoption table (what `make demo` runs)",
+        description="Start a worker, publish backfill + live synthetic traffic, and show the adoption "
+        "numbers every 2 s. Ctrl-C stops everything, including the local broker from --kafka-dir.",
+    )
+    p.add_argument(
+        "--broker",
+        default=os.environ.get("ADOPTSTREAM_BROKER", "kafka://127.0.0.1:9092"),
+        help="kafka://HOST:PORT (env ADOPTSTREAM_BROKER)",
+    )
+    p.add_argument("--topic", default=os.environ.get("ADOPTSTREAM_TOPIC", "adoption-events"))
+    p.add_argument("--web-port", type=int, default=6066, help="worker's /metrics port (6066)")
+    p.add_argument("--kafka-dir", type=Path, default=None, help="local broker to stop at the end")
+    p.add_argument("--no-kafka-down", action="store_true", help="leave the local broker running")
+    p.add_argument("--data-dir", default=".run/demo", help="worker state and logs (.run/demo)")
+    p.add_argument("--rate", type=float, default=300, help="live events per second (300)")
+    p.add_argument("--backfill", type=int, default=20_000, help="historical events published first (20000)")
+    p.add_argument("--users", type=int, default=2000, help="user population (2000)")
+    p.add_argument("--seed", type=int, default=None, help="traffic seed (default: the clock)")
+    p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    p.add_argument("--no-monitoring", action="store_true", help="do not start Prometheus/Alertmanager")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        parse_broker(args.broker)
+    except ConfigError as exc:
+        print(f"adoptstream demo: {exc}", file=sys.stderr)
+        return 2
+    if args.rate <= 0:
+        print("adoptstream demo: --rate must be > 0", file=sys.stderr)
+        return 2
+    return asyncio.run(run_demo(args))

@@ -50,8 +50,9 @@ JVM_FLAGS = (
 )
 # Small and quick for a laptop or CI: few internal partitions, no rebalance delay, topics made explicitly.
 DEFAULT_CONFIG: dict[str, str] = {
-    "num.partitions": "1",
-    "auto.create.topics.enable": "false",
+    # Producers that publish before any worker created the topic still get an 8-partition topic.
+    "num.partitions": "8",
+    "auto.create.topics.enable": "true",
     "offsets.topic.replication.factor": "1",
     "offsets.topic.num.partitions": "4",
     "transaction.state.log.replication.factor": "1",

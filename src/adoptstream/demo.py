@@ -130,6 +130,8 @@ class WorkerProcess:
             "127.0.0.1",
             "--data-dir",
             str(data_dir / "worker"),
+            "--app-id",  # own consumer groups and internal topics: never joins a real deployment's
+            "adoptstream-demo",
         ]
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -168,19 +170,21 @@ class WorkerProcess:
                 )
             await asyncio.sleep(0.2)
 
-    async def stop(self, timeout_s: float = WORKER_STOP_TIMEOUT_S) -> str:
-        """SIGTERM, wait, then SIGKILL; says how it went."""
+    async def stop(
+        self, timeout_s: float = WORKER_STOP_TIMEOUT_S, hurry: Callable[[], bool] = lambda: False
+    ) -> str:
+        """SIGTERM, wait (until `hurry()` says not to), then SIGKILL; says how it went."""
         proc = self.proc
         if proc is None or proc.poll() is not None:
             return "worker had already exited"
         proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while proc.poll() is None and time.monotonic() < deadline:
+        while proc.poll() is None and time.monotonic() < deadline and not hurry():
             await asyncio.sleep(0.1)
         if proc.poll() is None:
             proc.kill()
             await asyncio.get_running_loop().run_in_executor(None, proc.wait)
-            return f"worker (pid {proc.pid}) killed after {timeout_s:.0f} s"
+            return f"worker (pid {proc.pid}) did not stop in time: killed"
         return f"worker (pid {proc.pid}) stopped"
 
 
@@ -292,11 +296,10 @@ async def run_demo(args: argparse.Namespace, out: Any = None) -> int:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    interrupts = 0
+    interrupts = [0]
 
     def on_signal() -> None:
-        nonlocal interrupts
-        interrupts += 1
+        interrupts[0] += 1  # a second Ctrl-C: don't wait for the worker, kill it
         stop.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -355,7 +358,7 @@ async def run_demo(args: argparse.Namespace, out: Any = None) -> int:
             code = 1
         finally:
             stop.set()
-            await _shutdown(publisher, live_task, worker, monitoring, args, interrupts, say)
+            await _shutdown(publisher, live_task, worker, monitoring, args, lambda: interrupts[0] > 1, say)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
     return code
@@ -410,7 +413,7 @@ async def _shutdown(
     worker: WorkerProcess,
     monitoring: Monitoring,
     args: argparse.Namespace,
-    interrupts: int,
+    hurry: Callable[[], bool],
     say: Callable[[str], None],
 ) -> None:
     """Stop in order: traffic, worker, monitoring, broker. Tells what it did."""
@@ -423,7 +426,7 @@ async def _shutdown(
     await publisher.stop(timeout_s=5)
     say(f"demo: traffic stopped ({publisher.stats.sent:,} events published)")
     if worker.proc is not None:
-        say("demo: " + await worker.stop(timeout_s=2 if interrupts > 1 else WORKER_STOP_TIMEOUT_S))
+        say("demo: " + await worker.stop(WORKER_STOP_TIMEOUT_S, hurry))
     note = await monitoring.stop()
     if note:
         say("demo: " + note)

@@ -77,7 +77,11 @@ def build_dataset(n_users: int, seed: int, now_ms: int | None = None) -> list[Me
             if rng.random() < 0.08:  # duplicate: same bytes, maybe another key
                 msgs.append(Message(rng.choice([key, None]), value))
     hostile = [
-        b"not json", b"", b"{}", b"[1,2,3]", b'{"event_id":"x","user_id":"u","type":"use","feature":"f","ts":NaN}',
+        b"not json",
+        b"",
+        b"{}",
+        b"[1,2,3]",
+        b'{"event_id":"x","user_id":"u","type":"use","feature":"f","ts":NaN}',
         b'{"event_id":"x","user_id":"u","type":"use","feature":"Bad Feature","ts":1}',
         b'{"event_id":"x","user_id":"u","type":"use","feature":"f","ts":"2024-01-01T00:00:00"}',
         b'{"event_id":"x","user_id":"u","type":"use","feature":"f","ts":true}',
@@ -90,8 +94,13 @@ def build_dataset(n_users: int, seed: int, now_ms: int | None = None) -> list[Me
     for _ in range(max(10, n_users // 20)):
         msgs.append(Message(rng.choice([None, b"k"]), rng.choice(hostile)))
     for _ in range(max(5, n_users // 40)):
-        future = {"event_id": f"f{rng.getrandbits(32)}", "user_id": f"user-{rng.randint(0, n_users)}",
-                  "type": "use", "feature": "search", "ts": now_ms + 3 * HOUR_MS}
+        future = {
+            "event_id": f"f{rng.getrandbits(32)}",
+            "user_id": f"user-{rng.randint(0, n_users)}",
+            "type": "use",
+            "feature": "search",
+            "ts": now_ms + 3 * HOUR_MS,
+        }
         msgs.append(Message(None, orjson.dumps(future)))
     msgs.append(Message(None, None))  # tombstone-like null value
     msgs.append(Message(b"big", b'{"pad":"' + b"x" * 70_000 + b'"}'))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -72,7 +73,9 @@ def assert_exact(workers: list[WorkerProcess], msgs: list[Message], publish_ns: 
     )
 
 
-def test_two_workers_rebalance_mid_stream_foreign_producer(kafka_broker, unique_topic, tmp_path: Path) -> None:
+def test_two_workers_rebalance_mid_stream_foreign_producer(
+    kafka_broker, unique_topic, tmp_path: Path
+) -> None:
     msgs = build_dataset(n_users=1500, seed=7)
     a = WorkerProcess(kafka_broker.bootstrap, unique_topic, tmp_path / "a", app_id=unique_topic).start()
     b = WorkerProcess(kafka_broker.bootstrap, unique_topic, tmp_path / "b", app_id=unique_topic)
@@ -94,19 +97,27 @@ def test_two_workers_rebalance_mid_stream_foreign_producer(kafka_broker, unique_
 
 
 @pytest.mark.parametrize("store", ["rocksdb", "memory"])
-def test_sigkill_mid_stream_then_restart_is_exact(kafka_broker, unique_topic, tmp_path: Path, store: str) -> None:
+def test_sigkill_mid_stream_then_restart_is_exact(
+    kafka_broker, unique_topic, tmp_path: Path, store: str
+) -> None:
     msgs = build_dataset(n_users=2500, seed=11)
     w = WorkerProcess(kafka_broker.bootstrap, unique_topic, tmp_path / "w", app_id=unique_topic, store=store)
     w.start().wait_ready()
     publish_ns = time.time_ns()
+    # publish in a paced stream from another thread, so the kill lands while input is still arriving
+    chunks = [msgs[i : i + 500] for i in range(0, len(msgs), 500)]
+    publisher = threading.Thread(
+        target=lambda: [publish_librdkafka(kafka_broker.bootstrap, unique_topic, c) for c in chunks]
+    )
+    publisher.start()
     try:
-        publish_librdkafka(kafka_broker.bootstrap, unique_topic, msgs)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and total_events([w.samples()]) < len(msgs) * 0.2:
             time.sleep(0.02)
         processed = total_events([w.samples()])
         w.kill()
-        assert processed < len(msgs), "killed too late to test a crash mid-stream"
+        assert 0 < processed < len(msgs), f"killed after {processed} of {len(msgs)}: not mid-stream"
+        publisher.join(timeout=120)
         restarted = WorkerProcess(
             kafka_broker.bootstrap, unique_topic, tmp_path / "w", app_id=unique_topic, store=store
         ).start()
@@ -129,10 +140,13 @@ def test_dead_letters_byte_for_byte(kafka_broker, unique_topic, tmp_path: Path) 
         w.wait_ready()
         publish_librdkafka(kafka_broker.bootstrap, unique_topic, bad)
         wait_for_all([w], len(bad))
-        consumer = Consumer({
-            "bootstrap.servers": kafka_broker.bootstrap, "group.id": f"{unique_topic}-check",
-            "auto.offset.reset": "earliest",
-        })
+        consumer = Consumer(
+            {
+                "bootstrap.servers": kafka_broker.bootstrap,
+                "group.id": f"{unique_topic}-check",
+                "auto.offset.reset": "earliest",
+            }
+        )
         consumer.subscribe([f"{unique_topic}.dlq"])
         got: list[tuple[bytes | None, bytes | None, dict]] = []
         deadline = time.monotonic() + 30

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-
 CONTRACT_PREFIXES = (
     "adoptstream_events_total",
     "adoptstream_active_users",
@@ -24,6 +23,8 @@ CONTRACT_PREFIXES = (
     "adoptstream_time_to_first_use_seconds",
     "adoptstream_feature_uses_total",
 )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -78,10 +79,23 @@ class WorkerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data_dir / f"worker-{self.port}.log"
         cmd = [
-            sys.executable, "-m", "adoptstream", "worker",
-            "--broker", f"kafka://{self.bootstrap}", "--topic", self.topic,
-            "--web-port", str(self.port), "--data-dir", str(self.data_dir),
-            "--app-id", self.app_id, "--store", self.store, *self.extra,
+            sys.executable,
+            "-m",
+            "adoptstream",
+            "worker",
+            "--broker",
+            f"kafka://{self.bootstrap}",
+            "--topic",
+            self.topic,
+            "--web-port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--app-id",
+            self.app_id,
+            "--store",
+            self.store,
+            *self.extra,
         ]
         env = {**os.environ, "ADOPTSTREAM_LOG_LEVEL": "INFO"}
         with open(self.log_path, "ab") as log:

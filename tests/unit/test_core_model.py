@@ -333,8 +333,10 @@ class Runtime:
             self.clock_ms += 1
             try:
                 event = parse_event(raw)
-                if is_future(event.ts_ns, self.now_ns):
-                    self._reject(Outcome.FUTURE, src, offset)
+                if is_future(event.ts_ns, self.now_ns):  # counted in the user's state
+                    part = self.parts[self.part_of_user(event.user_id)]
+                    value = records.encode_rejection(Outcome.FUTURE, src, offset, self.clock_ms)
+                    part.log.append((event.user_id.encode(), value))
                     continue
             except InvalidEvent:
                 self._reject(Outcome.INVALID, src, offset)
@@ -351,8 +353,8 @@ class Runtime:
         touched: dict[bytes, UserState | SourceOutcomes] = {}
         for key, value in batch:
             rec = records.decode(key, value)
-            if isinstance(rec, records.EventRecord):
-                skey = b"u" + key  # type: ignore[operator]
+            if key is not None:
+                skey = b"u" + key
                 user = touched.get(skey)
                 if user is None:
                     user = part.load(skey)
@@ -362,6 +364,10 @@ class Runtime:
                         part.totals.add_user(user, -1)  # type: ignore[arg-type]
                     touched[skey] = user
                 if user.is_replay(rec.src_partition, rec.src_offset):  # type: ignore[union-attr]
+                    continue
+                if isinstance(rec, records.RejectionRecord):  # future
+                    user.reject_future(rec.src_partition, rec.src_offset)  # type: ignore[union-attr]
+                    self._record(rec.src_partition, rec.src_offset, Outcome.FUTURE)
                     continue
                 outcome = user.apply(rec.event, rec.arrival_ms, rec.src_partition, rec.src_offset)  # type: ignore[union-attr]
                 self._record(rec.src_partition, rec.src_offset, outcome)

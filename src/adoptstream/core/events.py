@@ -109,30 +109,32 @@ def parse_ts_ns(ts: object) -> int:
     raise InvalidEvent("ts must be epoch milliseconds or an ISO 8601 string with UTC offset")
 
 
+_OFFSET_RE = re.compile(r"(?:[Zz]|[+-](\d\d)(?::?(\d\d))?)\Z")
+_FRACTION_RE = re.compile(r"[.,](\d+)\Z")
+
+
 def _parse_iso_ns(text: str) -> int:
-    if not text.isascii():
-        raise InvalidEvent("ts string is not ISO 8601")
+    """ISO 8601 / RFC 3339 date-time that ends in a UTC offset (Z, +05:30, +0530, +05)."""
+    offset = _OFFSET_RE.search(text) if text.isascii() else None
+    if offset is None:
+        raise InvalidEvent("ts string is not ISO 8601 with a UTC offset")
+    body = text[: offset.start()]
+    hours, minutes = offset.group(1), offset.group(2)
+    if not body[-1:].isdigit() or (hours and (int(hours) > 23 or int(minutes or 0) > 59)):
+        raise InvalidEvent("ts string is not ISO 8601 with a UTC offset")
+    zone = "+00:00" if hours is None else text[offset.start() :]
     try:
-        # RFC 3339 allows lower-case 't' and 'z'; fromisoformat wants upper case.
-        parsed = datetime.fromisoformat(text.upper())
+        # RFC 3339 allows a lower-case 't'; fromisoformat wants upper case.
+        parsed = datetime.fromisoformat(body.upper() + zone)
     except ValueError:
         raise InvalidEvent("ts string is not ISO 8601 / RFC 3339") from None
     if parsed.tzinfo is None:
         raise InvalidEvent("ts string has no UTC offset")
     delta = parsed - _EPOCH
     micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return micros * 1_000 + _sub_micro_ns(text)
-
-
-_FRACTION_RE = re.compile(r"[.,](\d+)")
-
-
-def _sub_micro_ns(text: str) -> int:
-    """Nanoseconds beyond the microseconds that datetime keeps (digits 7-9 of the fraction)."""
-    match = _FRACTION_RE.search(text)
-    if match is None or len(match.group(1)) <= 6:
-        return 0
-    return int(match.group(1)[6:9].ljust(3, "0"))
+    fraction = _FRACTION_RE.search(body)
+    sub_micro = int(fraction.group(1)[6:9].ljust(3, "0")) if fraction and len(fraction.group(1)) > 6 else 0
+    return micros * 1_000 + sub_micro  # datetime keeps microseconds; digits 7-9 are nanoseconds
 
 
 def is_future(ts_ns: int, now_ns: int) -> bool:

@@ -49,6 +49,7 @@ class UserState:
     duplicates: int = 0
     seen: dict[str, int] = field(default_factory=dict)  # event_id -> arrival ms
     sources: dict[int, int] = field(default_factory=dict)  # input partition -> last offset applied
+    future: int = 0  # messages of this user rejected as too far ahead of the clock
 
     def is_replay(self, src_partition: int, src_offset: int) -> bool:
         """True when this input message was already applied (a retry or a crash replay)."""
@@ -83,6 +84,16 @@ class UserState:
                 fs.last_use_ns = ts
         return Outcome.ACCEPTED
 
+    def reject_future(self, src_partition: int, src_offset: int) -> None:
+        """Count one message that ingest found too far ahead (same replay rule as `apply`).
+
+        Counted here, in the user's state, rather than per input partition: if that message is read
+        again later and no longer looks future, its replay is recognised and it keeps one outcome.
+        """
+        if src_offset >= 0:
+            self.sources[src_partition] = src_offset
+        self.future += 1
+
     def prune_seen(self, window_ms: int = DEDUP_WINDOW_MS) -> None:
         """Forget event ids accepted more than `window_ms` before this user's latest arrival."""
         if len(self.seen) < 2:
@@ -107,13 +118,14 @@ class UserState:
                 feats,
                 self.seen,
                 [[p, o] for p, o in self.sources.items()],
+                self.future,
             ]
         )
 
     @classmethod
     def decode(cls, data: bytes) -> UserState:
         """Inverse of `encode`."""
-        version, signup_ns, signup_cohort, accepted, duplicates, feats, seen, sources = loads(data)
+        version, signup_ns, signup_cohort, accepted, duplicates, feats, seen, sources, *rest = loads(data)
         if version != _STATE_VERSION:
             raise ValueError(f"unknown user state version {version}")
         return cls(
@@ -124,12 +136,13 @@ class UserState:
             duplicates,
             seen,
             {p: o for p, o in sources},
+            rest[0] if rest else 0,
         )
 
 
 @dataclass(slots=True)
 class SourceOutcomes:
-    """Invalid and future messages of one input partition (they have no trustworthy user)."""
+    """Invalid messages of one input partition (they have no trustworthy user)."""
 
     last_offset: int = -1
     invalid: int = 0

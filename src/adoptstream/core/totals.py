@@ -75,6 +75,8 @@ class AdoptionTotals:
         """Add (sign=+1) or remove (sign=-1) one user's contribution."""
         self.outcomes["accepted"] += sign * user.accepted
         self.outcomes["duplicate"] += sign * user.duplicates
+        if user.future:
+            self.outcomes["future"] += sign * user.future
         first_use_any: int | None = None
         last_use_any: int | None = None
         for name, fs in user.features.items():

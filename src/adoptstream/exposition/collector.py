@@ -74,8 +74,9 @@ class AdoptionCollector(Collector):
         features = totals.features()
         for name in features:
             feat(name)
-        for _, c in sorted(totals.exposed):
-            cohort(c)
+        for (_, c), n in sorted(totals.exposed.items()):
+            if n > 0:
+                cohort(c)
 
         events = CounterMetricFamily("adoptstream_events", "Messages by outcome.", labels=["outcome"])
         for outcome in OUTCOMES:

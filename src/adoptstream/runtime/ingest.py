@@ -60,7 +60,13 @@ class Ingest:
                 try:
                     event = parse_event(rec.value)
                     if is_future(event.ts_ns, now_ns):
-                        self._reject(rec, Outcome.FUTURE, "future: ts more than 5 minutes ahead", arrival_ms)
+                        self._reject(
+                            rec,
+                            Outcome.FUTURE,
+                            "future: ts more than 5 minutes ahead",
+                            arrival_ms,
+                            event.user_id,
+                        )
                         rejected[Outcome.FUTURE] += 1
                         continue
                 except InvalidEvent as exc:
@@ -84,7 +90,9 @@ class Ingest:
         stats.batch_duration.labels("ingest").observe(time.perf_counter() - started)
         return commit
 
-    def _reject(self, rec: ConsumerRecord, outcome: Outcome, reason: str, arrival_ms: int) -> None:
+    def _reject(
+        self, rec: ConsumerRecord, outcome: Outcome, reason: str, arrival_ms: int, user_id: str | None = None
+    ) -> None:
         headers = [
             *(rec.headers or ()),
             (REASON_HEADER, reason[:1000].encode()),
@@ -94,9 +102,13 @@ class Ingest:
         self._sender.append(
             self._config.dlq_topic, rec.partition % self._dlq_partitions, rec.key, rec.value, headers
         )
+        if user_id is None:  # invalid: counted per input partition
+            partition, key = records.rejection_partition(rec.partition, self._by_user), None
+        else:  # future: counted in the user's state
+            partition, key = records.user_partition(user_id, self._by_user), user_id.encode()
         self._sender.append(
             self._config.repartition_topic,
-            records.rejection_partition(rec.partition, self._by_user),
-            None,
+            partition,
+            key,
             records.encode_rejection(outcome, rec.partition, rec.offset, arrival_ms),
         )

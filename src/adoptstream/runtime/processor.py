@@ -171,7 +171,7 @@ class StateProcessor:
         max_ts: int | None = None
         for rec in recs:
             rec_ = records.decode(rec.key, rec.value)
-            if isinstance(rec_, records.EventRecord):
+            if rec.key is not None:
                 key = USER_PREFIX + rec.key
                 user = touched.get(key)
                 if user is None:
@@ -183,10 +183,13 @@ class StateProcessor:
                     touched[key] = user
                 if user.is_replay(rec_.src_partition, rec_.src_offset):  # type: ignore[union-attr]
                     continue
+                if isinstance(rec_, records.RejectionRecord):  # future
+                    user.reject_future(rec_.src_partition, rec_.src_offset)  # type: ignore[union-attr]
+                    continue
                 outcome = user.apply(rec_.event, rec_.arrival_ms, rec_.src_partition, rec_.src_offset)  # type: ignore[union-attr]
                 if outcome is Outcome.ACCEPTED and (max_ts is None or rec_.event.ts_ns > max_ts):
                     max_ts = rec_.event.ts_ns
-            else:
+            else:  # invalid
                 key = source_key(rec_.src_partition)
                 source = touched.get(key)
                 if source is None:

@@ -1,8 +1,9 @@
 """Internal records on the by-user topic: every input message becomes exactly one of them.
 
-An event record (key = user_id) carries the parsed event; a rejection record (key = None) carries
-only the outcome of an invalid or future message. Both carry their source coordinates (input
-partition and offset), which make replays recognisable downstream.
+An event record (key = user_id) carries the parsed event; a rejection record carries only the
+outcome: keyed by user_id for a future message (counted in that user's state, where a later replay
+of the same message is recognised), keyless for an invalid one (counted per input partition). All
+carry their source coordinates (input partition and offset), which make replays recognisable.
 """
 
 from __future__ import annotations
@@ -61,13 +62,14 @@ class RejectionRecord:
     src_offset: int
     arrival_ms: int
     outcome: Outcome
+    user_id: str | None = None
 
 
 def decode(key: bytes | None, value: bytes) -> EventRecord | RejectionRecord:
     """Decode one by-user record."""
     fields = loads(value)
-    if key is None:
+    if len(fields) == 4:
         p, off, arrival, code = fields
-        return RejectionRecord(p, off, arrival, _REJECTED[code])
+        return RejectionRecord(p, off, arrival, _REJECTED[code], None if key is None else key.decode())
     p, off, arrival, event_id, tcode, feature, ts_ns, cohort = fields
     return EventRecord(p, off, arrival, Event(event_id, key.decode(), _TYPES[tcode], feature, ts_ns, cohort))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -47,10 +48,8 @@ async def ensure_topics(config: WorkerConfig, timeout_s: float = 30.0) -> int:
         ]
         if missing:
             log.info("creating topics %s", ", ".join(t.name for t in missing))
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker was quicker
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another worker was quicker
         deadline = time.monotonic() + timeout_s
         while True:
             counts = await _partition_counts(admin, names)

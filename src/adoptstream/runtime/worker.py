@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -244,10 +245,8 @@ class Worker:
                     if high is not None:
                         positions[(tp.topic, tp.partition)] = (pos, high)
             self.stats.positions = positions
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=1.0)
-            except asyncio.TimeoutError:
-                pass
 
     def stop(self) -> None:
         self._stopping.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -271,8 +272,21 @@ class Worker:
         return __version__
 
 
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections for an allocation-heavy batch loop.
+
+    Batches allocate many short-lived objects; CPython's default gen-0 threshold (700) runs the
+    collector thousands of times per second and each full pass walks every cached state.
+    State objects hold no reference cycles, so rare collections lose nothing.
+    """
+    gc.collect()
+    gc.freeze()  # what exists at start-up is never garbage
+    gc.set_threshold(100_000, 50, 100)
+
+
 async def run_worker(config: WorkerConfig) -> None:
     """Run a worker until SIGINT/SIGTERM."""
+    tune_gc()
     worker = Worker(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -58,24 +58,47 @@ class UserState:
 
     def apply(self, event: Event, arrival_ms: int, src_partition: int = -1, src_offset: int = -1) -> Outcome:
         """Apply one valid, non-future event; return ACCEPTED or DUPLICATE."""
+        return self.apply_fields(
+            event.event_id,
+            event.type,
+            event.feature,
+            event.ts_ns,
+            event.cohort,
+            arrival_ms,
+            src_partition,
+            src_offset,
+        )
+
+    def apply_fields(
+        self,
+        event_id: str,
+        etype: str,
+        feature: str | None,
+        ts: int,
+        cohort: str | None,
+        arrival_ms: int,
+        src_partition: int = -1,
+        src_offset: int = -1,
+    ) -> Outcome:
+        """`apply` without an Event object (the hot path of the state stage)."""
         if src_offset >= 0:
             self.sources[src_partition] = src_offset
-        if event.event_id in self.seen:
+        seen = self.seen
+        if event_id in seen:
             self.duplicates += 1
             return Outcome.DUPLICATE
-        self.seen[event.event_id] = arrival_ms
+        seen[event_id] = arrival_ms
         self.accepted += 1
-        ts = event.ts_ns
-        if event.type == "signup":
-            if _earlier(ts, event.cohort, self.signup_ns, self.signup_cohort):
-                self.signup_ns, self.signup_cohort = ts, event.cohort
+        if etype == "signup":
+            if _earlier(ts, cohort, self.signup_ns, self.signup_cohort):
+                self.signup_ns, self.signup_cohort = ts, cohort
             return Outcome.ACCEPTED
-        fs = self.features.get(event.feature)  # type: ignore[arg-type]
+        fs = self.features.get(feature)  # type: ignore[arg-type]
         if fs is None:
-            fs = self.features[event.feature] = FeatureState()  # type: ignore[index]
-        if event.type == "exposure":
-            if _earlier(ts, event.cohort, fs.exposure_ns, fs.exposure_cohort):
-                fs.exposure_ns, fs.exposure_cohort = ts, event.cohort
+            fs = self.features[feature] = FeatureState()  # type: ignore[index]
+        if etype == "exposure":
+            if _earlier(ts, cohort, fs.exposure_ns, fs.exposure_cohort):
+                fs.exposure_ns, fs.exposure_cohort = ts, cohort
         else:
             fs.uses += 1
             if fs.first_use_ns is None or ts < fs.first_use_ns:

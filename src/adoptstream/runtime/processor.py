@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from adoptstream.core.codec import loads
 from adoptstream.core.events import Outcome
 from adoptstream.core.state import SourceOutcomes, UserState
 from adoptstream.core.totals import AdoptionTotals
@@ -169,28 +170,13 @@ class StateProcessor:
         store, totals = owned.store, owned.totals
         touched: dict[bytes, State] = {}
         max_ts: int | None = None
+        types = records.EVENT_TYPES
+        accepted = Outcome.ACCEPTED
         for rec in recs:
-            rec_ = records.decode(rec.key, rec.value)
-            if rec.key is not None:
-                key = USER_PREFIX + rec.key
-                user = touched.get(key)
-                if user is None:
-                    user = store.load(key)  # type: ignore[assignment]
-                    if user is None:
-                        user = UserState()
-                    else:
-                        totals.add_user(user, -1)  # type: ignore[arg-type]
-                    touched[key] = user
-                if user.is_replay(rec_.src_partition, rec_.src_offset):  # type: ignore[union-attr]
-                    continue
-                if isinstance(rec_, records.RejectionRecord):  # future
-                    user.reject_future(rec_.src_partition, rec_.src_offset)  # type: ignore[union-attr]
-                    continue
-                outcome = user.apply(rec_.event, rec_.arrival_ms, rec_.src_partition, rec_.src_offset)  # type: ignore[union-attr]
-                if outcome is Outcome.ACCEPTED and (max_ts is None or rec_.event.ts_ns > max_ts):
-                    max_ts = rec_.event.ts_ns
-            else:  # invalid
-                key = source_key(rec_.src_partition)
+            fields = loads(rec.value)
+            if rec.key is None:  # an invalid message, counted per input partition
+                src_partition, src_offset, _, code = fields
+                key = source_key(src_partition)
                 source = touched.get(key)
                 if source is None:
                     source = store.load(key)  # type: ignore[assignment]
@@ -199,7 +185,30 @@ class StateProcessor:
                     else:
                         totals.add_source(source, -1)  # type: ignore[arg-type]
                     touched[key] = source
-                source.apply(rec_.outcome, rec_.src_offset)  # type: ignore[union-attr]
+                source.apply(records.REJECTED[code], src_offset)  # type: ignore[union-attr]
+                continue
+            key = USER_PREFIX + rec.key
+            user = touched.get(key)
+            if user is None:
+                user = store.load(key)  # type: ignore[assignment]
+                if user is None:
+                    user = UserState()
+                else:
+                    totals.add_user(user, -1)  # type: ignore[arg-type]
+                touched[key] = user
+            if len(fields) == 4:  # a future message of this user
+                src_partition, src_offset, _, _ = fields
+                if not user.is_replay(src_partition, src_offset):  # type: ignore[union-attr]
+                    user.reject_future(src_partition, src_offset)  # type: ignore[union-attr]
+                continue
+            src_partition, src_offset, arrival_ms, event_id, tcode, feature, ts_ns, cohort = fields
+            if user.is_replay(src_partition, src_offset):  # type: ignore[union-attr]
+                continue
+            outcome = user.apply_fields(  # type: ignore[union-attr]
+                event_id, types[tcode], feature, ts_ns, cohort, arrival_ms, src_partition, src_offset
+            )
+            if outcome is accepted and (max_ts is None or ts_ns > max_ts):
+                max_ts = ts_ns
         for key, state in touched.items():
             if key[:1] == USER_PREFIX:
                 state.prune_seen()  # type: ignore[union-attr]

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from adoptstream.core.codec import dumps, loads
 from adoptstream.core.events import Event, Outcome
 
-_TYPES = ("signup", "exposure", "use")
-_TYPE_CODE = {t: i for i, t in enumerate(_TYPES)}
-_REJECTED = (Outcome.INVALID, Outcome.FUTURE)
+EVENT_TYPES = ("signup", "exposure", "use")  # type codes 0, 1, 2 on the by-user topic
+_TYPE_CODE = {t: i for i, t in enumerate(EVENT_TYPES)}
+REJECTED = (Outcome.INVALID, Outcome.FUTURE)  # rejection codes 0, 1
 
 
 def user_partition(user_id: str, partitions: int) -> int:
@@ -70,6 +70,8 @@ def decode(key: bytes | None, value: bytes) -> EventRecord | RejectionRecord:
     fields = loads(value)
     if len(fields) == 4:
         p, off, arrival, code = fields
-        return RejectionRecord(p, off, arrival, _REJECTED[code], None if key is None else key.decode())
+        return RejectionRecord(p, off, arrival, REJECTED[code], None if key is None else key.decode())
     p, off, arrival, event_id, tcode, feature, ts_ns, cohort = fields
-    return EventRecord(p, off, arrival, Event(event_id, key.decode(), _TYPES[tcode], feature, ts_ns, cohort))
+    return EventRecord(
+        p, off, arrival, Event(event_id, key.decode(), EVENT_TYPES[tcode], feature, ts_ns, cohort)
+    )

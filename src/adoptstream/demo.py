@@ -255,8 +255,11 @@ async def _start_stack(module: Any, worker_url: str, data_dir: Path) -> Any:
 
 
 def _describe(stack: Any) -> str:
-    urls = [f"{n} {getattr(stack, a)}" for n, a in (("Prometheus", "prometheus_url"),
-            ("Alertmanager", "alertmanager_url")) if getattr(stack, a, None)]
+    urls = [
+        f"{n} {getattr(stack, a)}"
+        for n, a in (("Prometheus", "prometheus_url"), ("Alertmanager", "alertmanager_url"))
+        if getattr(stack, a, None)
+    ]
     return ", ".join(urls) or "running"
 
 
@@ -439,8 +442,15 @@ async def _shutdown(
         )
     else:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "adoptstream", "kafka", "down", "--dir", str(args.kafka_dir),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            sys.executable,
+            "-m",
+            "adoptstream",
+            "kafka",
+            "down",
+            "--dir",
+            str(args.kafka_dir),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
         )
         output, _ = await proc.communicate()

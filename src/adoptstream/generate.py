@@ -656,4 +656,3 @@ async def _live_cli(
         print(file=sys.stderr)
     print(f"generate: stopped; {stats.sent:,} events acked, {stats.send_failed:,} failed", file=sys.stderr)
     return 1 if stats.send_failed else 0
-

@@ -44,9 +44,14 @@ MARKER = ".fetched"
 CDS_ARCHIVE = ".broker.jsa"  # AppCDS archive next to the jars: roughly halves JVM start time
 DEFAULT_HEAP_OPTS = "-Xms256m -Xmx768m"
 JVM_FLAGS = (
-    "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
-    "-XX:+ExplicitGCInvokesConcurrent", "-XX:MaxInlineLevel=15", "-XX:+ExitOnOutOfMemoryError",
-    "-Djava.awt.headless=true", "-Djava.net.preferIPv4Stack=true",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-XX:MaxInlineLevel=15",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+    "-Djava.net.preferIPv4Stack=true",
 )
 # Small and quick for a laptop or CI: few internal partitions, no rebalance delay, topics made explicitly.
 DEFAULT_CONFIG: dict[str, str] = {
@@ -118,9 +123,7 @@ def _run_mvn(out_dir: Path) -> None:
         raise LocalKafkaError(f"mvn failed (exit {res.returncode}): {' '.join(cmd)}\n{tail}")
 
 
-def fetch_kafka_libs(
-    cache_dir: Path | None = None, *, progress: Callable[[str], None] | None = None
-) -> Path:
+def fetch_kafka_libs(cache_dir: Path | None = None, *, progress: Callable[[str], None] | None = None) -> Path:
     """Return a directory holding the broker's jars, running mvn only when the cache is missing or stale."""
     _require("java", "install a JRE 17+ (Debian/Ubuntu: apt-get install openjdk-17-jre-headless)")
     libs = Path(cache_dir) if cache_dir else default_libs_dir()
@@ -132,8 +135,10 @@ def fetch_kafka_libs(
         if kafka_libs_cached(libs):
             return libs
         if progress:
-            progress(f"Fetching Apache Kafka {kafka_version()} jars from Maven Central with mvn "
-                     f"(first run only, ~55 MB) into {libs} ...")
+            progress(
+                f"Fetching Apache Kafka {kafka_version()} jars from Maven Central with mvn "
+                f"(first run only, ~55 MB) into {libs} ..."
+            )
         tmp = libs.with_name(f"{libs.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
@@ -446,8 +451,15 @@ class LocalKafka:
             self._format(libs)
 
     def _format(self, libs: Path) -> None:
-        cmd = [*self._java(libs, *_cds_use_flags(libs)), "kafka.tools.StorageTool", "format",
-               "-t", random_cluster_id(), "-c", str(self.properties_path)]
+        cmd = [
+            *self._java(libs, *_cds_use_flags(libs)),
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            random_cluster_id(),
+            "-c",
+            str(self.properties_path),
+        ]
         try:
             res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:
@@ -459,9 +471,12 @@ class LocalKafka:
     def _java(self, libs: Path, *jvm_flags: str) -> list[str]:
         """java + flags + log4j2 config (logs into data_dir) + classpath; the main class comes next."""
         return [
-            _require("java", "install a JRE 17+"), *jvm_flags,
-            f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}", f"-Dkafka.logs.dir={self.data_dir}",
-            "-cp", f"{libs}/*",
+            _require("java", "install a JRE 17+"),
+            *jvm_flags,
+            f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
+            f"-Dkafka.logs.dir={self.data_dir}",
+            "-cp",
+            f"{libs}/*",
         ]
 
     def _launch(self, libs: Path) -> None:
@@ -475,7 +490,11 @@ class LocalKafka:
             out.write(f"\n--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(cmd)}\n".encode())
             out.flush()
             self._proc = subprocess.Popen(
-                cmd, cwd=self.data_dir, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                cmd,
+                cwd=self.data_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # detached: Ctrl-C in the terminal or a dying parent leaves it be
             )
         self.pid_path.write_text(f"{self._proc.pid}\n")
@@ -654,16 +673,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     sub = kafka.add_subparsers(dest="kafka_command", metavar="ACTION", required=True)
 
     def with_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--dir", type=Path, default=_default_dir(),
-                       help="broker state, data and logs (env KAFKA_DIR, default .run/kafka)")
+        p.add_argument(
+            "--dir",
+            type=Path,
+            default=_default_dir(),
+            help="broker state, data and logs (env KAFKA_DIR, default .run/kafka)",
+        )
         return p
 
     up = with_dir(sub.add_parser("up", help="start the broker (no-op if running); returns when ready"))
     up.add_argument("--port", type=int, default=_default_port(), help="listener port (env KAFKA_PORT, 9092)")
-    up.add_argument("--controller-port", type=int, default=None,
-                    help="KRaft controller port (default: last used in --dir, else port+1 if free, else any)")
-    up.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra server.properties setting (repeatable)")
+    up.add_argument(
+        "--controller-port",
+        type=int,
+        default=None,
+        help="KRaft controller port (default: last used in --dir, else port+1 if free, else any)",
+    )
+    up.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra server.properties setting (repeatable)",
+    )
     up.add_argument("--timeout", type=float, default=90, help="seconds to wait for readiness (90)")
     up.set_defaults(func=_guarded(_cmd_up))
 

@@ -79,11 +79,13 @@ def render_alertmanager(plans: PlanSet, options: ReceiverOptions | None = None) 
         entry = plans.owners.get(owner)
         url = entry.webhook_url if entry and entry.webhook_url else options.owner_webhook_url
         receivers.append(_webhook(owner_receiver(owner), url.replace("{owner}", owner)))
-        owner_routes.append({
-            "receiver": owner_receiver(owner),
-            "matchers": [f'owner="{owner}"'],
-            **_timings(plans, owner),
-        })
+        owner_routes.append(
+            {
+                "receiver": owner_receiver(owner),
+                "matchers": [f'owner="{owner}"'],
+                **_timings(plans, owner),
+            }
+        )
     fast = _timings(plans)
     doc: dict[str, Any] = {
         "global": {"resolve_timeout": "5m"},

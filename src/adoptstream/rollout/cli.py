@@ -1,9 +1,9 @@
 """``adoptstream rules``: check rollout plans and render Prometheus rules and Alertmanager routes.
 
-    adoptstream rules check PLANS...                 validate, print one line per wave
-    adoptstream rules render PLANS... [-o FILE]      plan-generated recording rules and alerts
-    adoptstream rules static [-o FILE]               the plan-independent rules
-    adoptstream rules alertmanager PLANS... [-o FILE]  routes and receivers for the plans' owners
+adoptstream rules check PLANS...                 validate, print one line per wave
+adoptstream rules render PLANS... [-o FILE]      plan-generated recording rules and alerts
+adoptstream rules static [-o FILE]               the plan-independent rules
+adoptstream rules alertmanager PLANS... [-o FILE]  routes and receivers for the plans' owners
 """
 
 from __future__ import annotations
@@ -60,14 +60,24 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     am = sub.add_parser("alertmanager", help="Alertmanager config routing each plan's alerts to its owner")
     am.add_argument("plans", nargs="+", metavar="PLANS.yaml")
-    am.add_argument("--owner-webhook-url", default=DEFAULT_OWNER_WEBHOOK_URL,
-                    help="webhook for owners without owners.<name>.webhook_url; {owner} is replaced "
-                         "(default: %(default)s)")
+    am.add_argument(
+        "--owner-webhook-url",
+        default=DEFAULT_OWNER_WEBHOOK_URL,
+        help="webhook for owners without owners.<name>.webhook_url; {owner} is replaced "
+        "(default: %(default)s)",
+    )
     am.add_argument("--sre-webhook-url", default=DEFAULT_SRE_WEBHOOK_URL, help="default: %(default)s")
-    am.add_argument("--product-webhook-url", default=DEFAULT_PRODUCT_WEBHOOK_URL,
-                    help="adoption alerts of features no plan owns (default: %(default)s)")
-    am.add_argument("--templates", action="append", metavar="GLOB",
-                    help="template files to load, relative to the config (default: templates/*.tmpl)")
+    am.add_argument(
+        "--product-webhook-url",
+        default=DEFAULT_PRODUCT_WEBHOOK_URL,
+        help="adoption alerts of features no plan owns (default: %(default)s)",
+    )
+    am.add_argument(
+        "--templates",
+        action="append",
+        metavar="GLOB",
+        help="template files to load, relative to the config (default: templates/*.tmpl)",
+    )
     _output(am)
     am.set_defaults(func=_alertmanager)
     parser.set_defaults(func=lambda _args: parser.print_help() or 2)
@@ -75,10 +85,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _links(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runbook-base-url", default=DEFAULT_RUNBOOK_BASE_URL,
-                        help="where docs/runbooks/ is published (default: %(default)s)")
-    parser.add_argument("--dashboard-base-url", default=DEFAULT_DASHBOARD_BASE_URL,
-                        help="Grafana dashboards base URL (default: %(default)s)")
+    parser.add_argument(
+        "--runbook-base-url",
+        default=DEFAULT_RUNBOOK_BASE_URL,
+        help="where docs/runbooks/ is published (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--dashboard-base-url",
+        default=DEFAULT_DASHBOARD_BASE_URL,
+        help="Grafana dashboards base URL (default: %(default)s)",
+    )
 
 
 def _output(parser: argparse.ArgumentParser) -> None:

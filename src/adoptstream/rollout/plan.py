@@ -12,7 +12,7 @@ import datetime as dt
 import difflib
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -115,7 +115,7 @@ class Rollout:
     name: str
     feature: str
     owner: str
-    team: str
+    team: str  # the rollout's team, else its owner's (owners: <name>: team), else the owner name
     strategy: str
     waves: tuple[Wave, ...]
     switchover: Switchover | None = None
@@ -232,7 +232,9 @@ class _Y:
                 hint = difflib.get_close_matches(key, allowed, n=1)
                 did = f" (did you mean {hint[0]!r}?)" if hint else ""
                 self.ctx.fail(
-                    self.file, key_node, child.path,
+                    self.file,
+                    key_node,
+                    child.path,
                     f"unknown field {key!r}{did}; allowed here: {', '.join(allowed)}",
                 )
                 continue
@@ -461,8 +463,17 @@ def _deadline(y: _Y, layer: _Layer, start: float) -> float:
 _WAVE_KEYS = ("name", "cohorts", *_LAYER_KEYS)
 _SWITCHOVER_KEYS = ("window", *_LAYER_KEYS)
 _ROLLOUT_KEYS = (
-    "name", "feature", "owner", "team", "strategy", "description", "cohorts", "waves",
-    "old_feature", "switchover", *_LAYER_KEYS,
+    "name",
+    "feature",
+    "owner",
+    "team",
+    "strategy",
+    "description",
+    "cohorts",
+    "waves",
+    "old_feature",
+    "switchover",
+    *_LAYER_KEYS,
 )
 
 
@@ -500,8 +511,15 @@ def _make_wave(y: _Y, f: dict[str, _Y], layer: _Layer, name: str, cohorts: list[
     except _Invalid:
         return None
     return Wave(
-        name=name, cohorts=tuple(cohorts), start=layer.start, deadline=deadline, target=layer.target,
-        curve=layer.curve, stall=layer.stall, behind_plan=layer.behind_plan, line=y.line,
+        name=name,
+        cohorts=tuple(cohorts),
+        start=layer.start,
+        deadline=deadline,
+        target=layer.target,
+        curve=layer.curve,
+        stall=layer.stall,
+        behind_plan=layer.behind_plan,
+        line=y.line,
     )
 
 
@@ -557,8 +575,15 @@ def _rollout(y: _Y, defaults: _Layer) -> Rollout | None:
     if len(y.ctx.problems) > errors_before:
         return None
     return Rollout(
-        name=name, feature=feature, owner=owner, team=team or owner, strategy=strategy, waves=tuple(waves),
-        switchover=switchover, description=description, source=y.where(),
+        name=name,
+        feature=feature,
+        owner=owner,
+        team=team or "",
+        strategy=strategy,
+        waves=tuple(waves),
+        switchover=switchover,
+        description=description,
+        source=y.where(),
     )
 
 
@@ -627,8 +652,15 @@ def _switchover(y: _Y, f: dict[str, _Y], layer: _Layer, feature: str, waves: lis
     except _Invalid:
         return None
     return Switchover(
-        old_feature=old, window=window, start=mine.start, deadline=deadline, target=mine.target,
-        curve=mine.curve, stall=mine.stall, behind_plan=mine.behind_plan, line=(node or y).line,
+        old_feature=old,
+        window=window,
+        start=mine.start,
+        deadline=deadline,
+        target=mine.target,
+        curve=mine.curve,
+        stall=mine.stall,
+        behind_plan=mine.behind_plan,
+        line=(node or y).line,
     )
 
 
@@ -744,6 +776,17 @@ def _cross_checks(ctx: _Ctx, rollouts: list[Rollout], owners: dict[str, Owner]) 
         del name, owner  # owners without rollouts are allowed (a receiver prepared in advance)
 
 
+def _with_teams(rollouts: list[Rollout], owners: dict[str, Owner]) -> tuple[Rollout, ...]:
+    """Fills each rollout's team from ``owners`` (else the owner's name) where the rollout gave none."""
+    out = []
+    for r in rollouts:
+        if not r.team:
+            entry = owners.get(r.owner)
+            r = replace(r, team=(entry.team if entry and entry.team else r.owner))
+        out.append(r)
+    return tuple(out)
+
+
 def load_plans(paths: Sequence[str | Path]) -> PlanSet:
     """Reads and validates plan files; PlanError lists every problem as ``file:line: field: message``."""
     ctx = _Ctx()
@@ -763,7 +806,7 @@ def load_plans(paths: Sequence[str | Path]) -> PlanSet:
     _cross_checks(ctx, rollouts, owners)
     if ctx.problems:
         raise PlanError(ctx.problems)
-    return PlanSet(rollouts=tuple(rollouts), owners=owners)
+    return PlanSet(rollouts=_with_teams(rollouts, owners), owners=owners)
 
 
 def load_plan_text(text: str, file: str = "<plan>") -> PlanSet:
@@ -773,4 +816,4 @@ def load_plan_text(text: str, file: str = "<plan>") -> PlanSet:
     _cross_checks(ctx, rollouts, owners)
     if ctx.problems:
         raise PlanError(ctx.problems)
-    return PlanSet(rollouts=tuple(rollouts), owners=owners)
+    return PlanSet(rollouts=_with_teams(rollouts, owners), owners=owners)

@@ -183,7 +183,8 @@ def _wave_alerts(rollout: Rollout, wave: Wave, options: RenderOptions) -> list[d
         "labels": {"severity": "warning", **extra},
         "annotations": {
             "summary": (
-                "{{ $labels.feature }} adoption stalled at {{ $value | humanizePercentage }} in " + who
+                "{{ $labels.feature }} adoption stalled at {{ $value | humanizePercentage }} in "
+                + who
                 + f" (target {_pct(wave.target)})"
             ),
             "description": (
@@ -212,8 +213,13 @@ def _wave_alerts(rollout: Rollout, wave: Wave, options: RenderOptions) -> list[d
                 " where the plan expects " + expected_now
             ),
             "description": (
-                "Adoption of {{ $labels.feature }} in " + who + " is {{ $value | humanizePercentage }} of "
-                + exposed_now + " exposed users, more than " + _points(behind.tolerance) + " under the "
+                "Adoption of {{ $labels.feature }} in "
+                + who
+                + " is {{ $value | humanizePercentage }} of "
+                + exposed_now
+                + " exposed users, more than "
+                + _points(behind.tolerance)
+                + " under the "
                 f"plan's {_CURVE_TEXT[wave.curve]}, which expects " + expected_now + " now and "
                 f"{_pct(wave.target)} by {_iso(wave.deadline)} (wave started {_iso(wave.start)}). "
                 "Owner: {{ $labels.owner }} (team {{ $labels.team }})."
@@ -306,7 +312,8 @@ def _switchover_alerts(rollout: Rollout, so: Switchover, options: RenderOptions)
                     "{{ $labels.feature }} has {{ $value | humanizePercentage }} of the " + users + " users "
                     "active on either feature (" + so.window + " window), more than "
                     f"{_points(behind.tolerance)} under the plan's {_CURVE_TEXT[so.curve]}, which expects "
-                    + expected_now + f" now and {_pct(so.target)} by {_iso(so.deadline)}. "
+                    + expected_now
+                    + f" now and {_pct(so.target)} by {_iso(so.deadline)}. "
                     "Owner: {{ $labels.owner }} (team {{ $labels.team }})."
                 ),
                 "runbook_url": options.runbook("AdoptionSwitchoverBehindPlan"),
@@ -330,12 +337,15 @@ def render_rules(plans: PlanSet, options: RenderOptions | None = None) -> dict[s
     groups: list[dict[str, Any]] = []
     owners: dict[str, dict[str, str]] = {}
     for rollout in plans.rollouts:
-        owners.setdefault(rollout.feature, {"feature": rollout.feature, "owner": rollout.owner,
-                                            "team": rollout.team})
-    groups.append({
-        "name": "adoptstream-rollout-owners",
-        "rules": [_record(FEATURE_OWNER, "vector(1)", labels) for labels in owners.values()],
-    })
+        owners.setdefault(
+            rollout.feature, {"feature": rollout.feature, "owner": rollout.owner, "team": rollout.team}
+        )
+    groups.append(
+        {
+            "name": "adoptstream-rollout-owners",
+            "rules": [_record(FEATURE_OWNER, "vector(1)", labels) for labels in owners.values()],
+        }
+    )
     for rollout in plans.rollouts:
         rules: list[dict[str, Any]] = []
         alerts: list[dict[str, Any]] = []

@@ -110,7 +110,17 @@ class StateProcessor:
             consumer.seek(tp, start)
             chunk: dict[bytes, bytes] = {}
             last = start - 1
+            report_at = time.monotonic() + 5.0
             while last < end - 1:
+                if time.monotonic() > report_at:  # long restores say how far they are
+                    done = last - start + 1
+                    log.info(
+                        "partition %d: restoring, %d of %d changelog records read",
+                        partition,
+                        done,
+                        end - start,
+                    )
+                    report_at += 5.0
                 fetched = await consumer.getmany(tp, timeout_ms=1000, max_records=RESTORE_CHUNK)
                 for rec in fetched.get(tp, ()):
                     if rec.value is not None:

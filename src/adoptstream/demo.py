@@ -12,11 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -192,89 +195,152 @@ class WorkerProcess:
 
 
 class Monitoring:
-    """Prometheus + Alertmanager + webhook receiver via `adoptstream.monitoring_stack`, when all exist."""
+    """Prometheus + Alertmanager + webhook receiver (`adoptstream.monitoring_stack`) with the rules of a
+    demo rollout plan (`adoptstream.rollout.scenario.StallScenario`: one wave climbs to its target, one
+    stalls) and the scenario's traffic. Optional: `note` says why it is not running.
+    """
 
-    def __init__(self, stack: Any, note: str) -> None:
-        self.stack = stack
-        self.note = note
-
-    @classmethod
-    async def start(cls, worker_url: str, data_dir: Path, timeout_s: float = 60) -> Monitoring:
-        """Start it, or return an inactive instance whose `note` says why not (never raises)."""
-        import importlib.util
-        import shutil
-
-        missing = [b for b in ("prometheus", "prometheus-alertmanager") if shutil.which(b) is None]
-        if missing:
-            return cls(None, f"monitoring: skipped ({', '.join(missing)} not installed)")
-        if importlib.util.find_spec("adoptstream.monitoring_stack") is None:
-            return cls(None, "monitoring: skipped (adoptstream.monitoring_stack not available yet)")
-        try:
-            from adoptstream import monitoring_stack
-
-            stack = await asyncio.wait_for(
-                _start_stack(monitoring_stack, worker_url, data_dir), timeout=timeout_s
-            )
-        except Exception as exc:  # optional part: never let it break the demo
-            return cls(None, f"monitoring: skipped ({type(exc).__name__}: {exc})"[:200])
-        return cls(stack, "monitoring: " + _describe(stack))
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.stack: Any = None
+        self.scenario: Any = None
+        self.note = "monitoring: starting Prometheus and Alertmanager ..."
 
     @property
     def active(self) -> bool:
         return self.stack is not None
 
-    async def alerts(self) -> list[str]:
-        """One line per alert the webhook receiver got (newest last)."""
+    def unavailable(self) -> str | None:
+        """Why the stack cannot run here, or None."""
+        missing = [b for b in ("prometheus", "prometheus-alertmanager") if shutil.which(b) is None]
+        if missing:
+            return f"{', '.join(missing)} not installed; `make system-deps` as root installs them"
+        for module in ("adoptstream.monitoring_stack", "adoptstream.rollout.scenario"):
+            if importlib.util.find_spec(module) is None:
+                return f"{module} not available"
+        return None
+
+    async def start(self, worker_target: str) -> bool:
+        """Render the demo plan's rules and routes, start the stack; False (with `note`) if it can't."""
+        why = self.unavailable()
+        if why is not None:
+            self.note = f"monitoring: skipped ({why})"
+            return False
+        try:
+            from adoptstream.monitoring_stack import STATIC_RULES, MonitoringStack
+            from adoptstream.rollout.scenario import StallScenario
+
+            shutil.rmtree(self.workdir, ignore_errors=True)  # fresh TSDB and configs every run
+            self.workdir.mkdir(parents=True)
+            scenario = StallScenario()
+            plan = self.workdir / "demo-plan.yaml"
+            plan.write_text(scenario.plan_yaml(time.time() - 60), encoding="utf-8")
+            rules = self.workdir / "rollouts.rules.yml"
+            await _cli("rules", "render", str(plan), "-o", str(rules))
+            stack = MonitoringStack(
+                self.workdir,
+                scrape_targets=[worker_target],
+                rule_files=[STATIC_RULES, rules],
+                scrape_interval_s=1,
+                evaluation_interval_s=1,
+            )
+            routes = self.workdir / "alertmanager.yml"
+            hook = stack.webhook_url
+            await _cli(
+                "rules", "alertmanager", str(plan), "-o", str(routes),
+                "--owner-webhook-url", f"{hook}/owners/{{owner}}",
+                "--sre-webhook-url", f"{hook}/sre",
+                "--product-webhook-url", f"{hook}/product",
+            )  # fmt: skip
+            stack.alertmanager_config = routes
+            await asyncio.to_thread(stack.start)
+        except Exception as exc:  # optional part: never let it break the demo
+            self.note = f"monitoring: skipped ({type(exc).__name__}: {exc})".splitlines()[0][:200]
+            return False
+        self.stack, self.scenario = stack, scenario
+        sc = scenario
+        story = (
+            f"demo plan {plan}: rollout {sc.rollout} of {sc.feature}, target {sc.target:.0%}; wave "
+            f"{sc.healthy_wave} climbs, wave {sc.stalled_wave} stalls at "
+            f"{sc.stalled_adopters / sc.users_per_wave:.0%} -> AdoptionRolloutStalled to owner {sc.owner} "
+            f"after its {sc.window_s} s stall window (about a minute)"
+        )
+        self.note = "\n".join(
+            [
+                f"monitoring: Prometheus {stack.prometheus_url}  Alertmanager {stack.alertmanager_url}",
+                *textwrap.wrap(story, 110, subsequent_indent="  "),
+            ]
+        )
+        return True
+
+    async def run_scenario(self, publisher: Any, stop: asyncio.Event) -> None:
+        """Publish the scenario's events at its own pace (once a second) until `stop`."""
+        import orjson
+
+        began = time.monotonic()
+        while not stop.is_set():
+            for event in self.scenario.events_due(time.monotonic() - began, time.time_ns() // 1_000_000):
+                publisher.add(orjson.dumps(event))
+            await publisher.send_pending()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+
+    def alert_lines(self, width: int = 110) -> list[str]:
+        """The latest state of every alert the webhook received, one or two lines each."""
         if self.stack is None:
             return []
-        try:
-            return await _received_alerts(self.stack)
-        except Exception as exc:
-            return [f"(could not read alerts: {type(exc).__name__}: {exc})"]
+        latest: dict[str, dict[str, Any]] = {}
+        for alert in self.stack.received_alerts():
+            labels = alert.get("labels", {})
+            key = alert.get("fingerprint") or repr(sorted(labels.items()))
+            latest[key] = alert
+        lines = []
+        for alert in list(latest.values())[-8:]:
+            labels = alert.get("labels", {})
+            where = " / ".join(labels[k] for k in ("rollout", "wave") if labels.get(k))
+            where = where or labels.get("feature") or labels.get("instance", "")
+            lines.append(
+                f"  {alert.get('status', '?').upper():8} {labels.get('alertname', '?')}  {where}  -> "
+                f"{alert.get('receiver', '?')} ({alert.get('path', '')})"[:width]
+            )
+            summary = alert.get("annotations", {}).get("summary")
+            if summary:
+                lines += textwrap.wrap(summary, width, initial_indent=" " * 11, subsequent_indent=" " * 11)
+        return lines
 
     async def stop(self) -> str:
         if self.stack is None:
             return ""
+        stack, self.stack = self.stack, None
         try:
-            result = self.stack.stop()
-            if asyncio.iscoroutine(result):
-                await result
+            await asyncio.to_thread(stack.stop)
         except Exception as exc:
             return f"monitoring stack stop failed: {exc}"
-        return "monitoring stack stopped"
+        return "Prometheus, Alertmanager and the webhook receiver stopped"
 
 
-async def _start_stack(module: Any, worker_url: str, data_dir: Path) -> Any:
-    """Adapter to the monitoring_stack module (kept in one place for when its API changes)."""
-    factory: Callable[..., Any] = module.MonitoringStack
-    stack = factory(targets=[worker_url.removeprefix("http://")], data_dir=data_dir / "monitoring")
-    result = stack.start()
-    if asyncio.iscoroutine(result):
-        await result
-    return stack
+async def _cli(*args: str, timeout_s: float = 60) -> None:
+    """Run an `adoptstream` subcommand; RuntimeError with its output when it fails."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "adoptstream", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        output, _ = await asyncio.wait_for(proc.communicate(), timeout=timeout_s)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise RuntimeError(f"adoptstream {args[0]} {args[1]} timed out") from None
+    if proc.returncode != 0:
+        raise RuntimeError(f"adoptstream {' '.join(args[:2])}: {output.decode(errors='replace').strip()}")
 
 
-def _describe(stack: Any) -> str:
-    urls = [
-        f"{n} {getattr(stack, a)}"
-        for n, a in (("Prometheus", "prometheus_url"), ("Alertmanager", "alertmanager_url"))
-        if getattr(stack, a, None)
-    ]
-    return ", ".join(urls) or "running"
-
-
-async def _received_alerts(stack: Any) -> list[str]:
-    result = stack.received_alerts()
-    if asyncio.iscoroutine(result):
-        result = await result
-    lines = []
-    for alert in list(result)[-8:]:
-        labels = alert.get("labels", {}) if isinstance(alert, dict) else {}
-        status = alert.get("status", "") if isinstance(alert, dict) else ""
-        name = labels.get("alertname", str(alert)[:80])
-        extra = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in ("alertname",))
-        lines.append(f"{status:>8} {name} {extra}"[:160])
-    return lines
+async def _monitoring_flow(
+    monitoring: Monitoring, worker_target: str, publisher: Any, stop: asyncio.Event
+) -> None:
+    """Start the stack (in the background of the table), then drive the scenario's traffic."""
+    if await monitoring.start(worker_target) and not stop.is_set():
+        await monitoring.run_scenario(publisher, stop)
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -313,8 +379,9 @@ async def run_demo(args: argparse.Namespace, out: Any = None) -> int:
     say(f"demo: broker {bootstrap}, topic {args.topic}, data in {data_dir}")
     publisher = Publisher(bootstrap, args.topic, client_id="adoptstream-demo")
     worker = WorkerProcess(args.broker, args.topic, args.web_port, data_dir)
-    monitoring = Monitoring(None, "")
+    monitoring = Monitoring(data_dir / "monitoring")
     live_task: asyncio.Task[None] | None = None
+    monitoring_task: asyncio.Task[None] | None = None
     code = 0
     started = time.monotonic()
     timeout = aiohttp.ClientTimeout(total=3)
@@ -351,9 +418,11 @@ async def run_demo(args: argparse.Namespace, out: Any = None) -> int:
             live_task = asyncio.create_task(run_live(gen, publisher, args.rate, stop))
             say(f"demo: live traffic at {args.rate:g} events/s")
 
-            if not args.no_monitoring:
-                monitoring = await Monitoring.start(worker.url, data_dir)
-                say(monitoring.note)
+            if args.no_monitoring:
+                monitoring.note = "monitoring: off (--no-monitoring)"
+            else:
+                target = worker.url.removeprefix("http://")
+                monitoring_task = asyncio.create_task(_monitoring_flow(monitoring, target, publisher, stop))
             say("demo: Ctrl-C stops everything")
             code = await _refresh_loop(session, worker, publisher, monitoring, stop, args, started, tty, say)
         except RuntimeError as exc:
@@ -361,7 +430,8 @@ async def run_demo(args: argparse.Namespace, out: Any = None) -> int:
             code = 1
         finally:
             stop.set()
-            await _shutdown(publisher, live_task, worker, monitoring, args, lambda: interrupts[0] > 1, say)
+            hurry = lambda: interrupts[0] > 1  # noqa: E731
+            await _shutdown(publisher, [live_task, monitoring_task], worker, monitoring, args, hurry, say)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
     return code
@@ -399,9 +469,10 @@ async def _refresh_loop(
             f"({rate:,.0f}/s) - {worker.url}/metrics"
         )
         screen = [head, "", body]
+        screen += ["", monitoring.note]
         if monitoring.active:
-            alerts = await monitoring.alerts()
-            screen += ["", monitoring.note, "alerts received:", *(alerts or ["  (none yet)"])]
+            alerts = monitoring.alert_lines()
+            screen += ["alerts received by the webhook:", *(alerts or ["  (none yet)"])]
         screen += ["", "Ctrl-C to stop"]
         text = "\n".join(screen)
         say(CLEAR + text if tty else text + "\n")
@@ -412,7 +483,7 @@ async def _refresh_loop(
 
 async def _shutdown(
     publisher: Any,
-    live_task: asyncio.Task[None] | None,
+    tasks: list[asyncio.Task[None] | None],
     worker: WorkerProcess,
     monitoring: Monitoring,
     args: argparse.Namespace,
@@ -420,10 +491,11 @@ async def _shutdown(
     say: Callable[[str], None],
 ) -> None:
     """Stop in order: traffic, worker, monitoring, broker. Tells what it did."""
-    say("\ndemo: stopping ...")
-    if live_task is not None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(live_task, timeout=5)
+    say("\ndemo: stopping ... (Ctrl-C again: don't wait for the worker)")
+    for task in tasks:
+        if task is not None:
+            with contextlib.suppress(Exception):  # they end at `stop`; a stack start finishes first
+                await asyncio.wait_for(task, timeout=90)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(publisher.flush(), timeout=10)
     await publisher.stop(timeout_s=5)

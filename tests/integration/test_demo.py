@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +19,28 @@ import pytest
 from adoptstream.demo import port_free, render_table
 from adoptstream.localkafka import free_port
 
-MONITORING = all(shutil.which(b) for b in ("prometheus", "prometheus-alertmanager")) and (
-    importlib.util.find_spec("adoptstream.monitoring_stack") is not None
+MONITORING = all(shutil.which(b) for b in ("prometheus", "prometheus-alertmanager")) and all(
+    importlib.util.find_spec(m) is not None
+    for m in ("adoptstream.monitoring_stack", "adoptstream.rollout.scenario")
 )
+needs_monitoring = pytest.mark.skipif(
+    not MONITORING, reason="prometheus/prometheus-alertmanager or adoptstream.monitoring_stack missing"
+)
+
+
+def demo_cmd(bootstrap: str, topic: str, port: int, tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "adoptstream", "demo",
+        "--broker", f"kafka://{bootstrap}", "--topic", topic, "--web-port", str(port),
+        "--data-dir", str(tmp_path / "demo"), "--kafka-dir", str(tmp_path / "kafka"),
+        "--rate", "200", "--backfill", "3000", *extra,
+    ]  # fmt: skip
+
+
+def monitoring_ports(output: str) -> list[int]:
+    """Ports of Prometheus and Alertmanager as the demo announced them."""
+    match = re.search(r"monitoring: Prometheus http://[\d.]+:(\d+)  Alertmanager http://[\d.]+:(\d+)", output)
+    return [int(p) for p in match.groups()] if match else []
 
 
 def test_render_table() -> None:
@@ -41,7 +64,7 @@ def test_render_table() -> None:
 
 def last_table(output: str) -> dict[str, list[str]]:
     """Rows of the last table printed: feature -> its cells."""
-    blocks = output.split("feature           active 1d")
+    blocks = re.split(r"^feature +active 1d", output, flags=re.M)
     assert len(blocks) > 1, output[-3000:]
     rows: dict[str, list[str]] = {}
     for line in blocks[-1].splitlines()[2:]:
@@ -56,32 +79,10 @@ def last_table(output: str) -> dict[str, list[str]]:
 def test_demo_runs_and_stops_cleanly(kafka_broker: Any, unique_topic: str, tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "adoptstream",
-            "demo",
-            "--broker",
-            f"kafka://{kafka_broker.bootstrap}",
-            "--topic",
-            unique_topic,
-            "--web-port",
-            str(port),
-            "--data-dir",
-            str(tmp_path / "demo"),
-            "--kafka-dir",
-            str(tmp_path / "kafka"),
-            "--duration",
-            "25",
-            "--no-kafka-down",
-            "--rate",
-            "200",
-            "--backfill",
-            "3000",
-        ],
+        demo_cmd(kafka_broker.bootstrap, unique_topic, port, tmp_path, "--duration", "25", "--no-kafka-down"),
         capture_output=True,
         text=True,
-        timeout=150,
+        timeout=180,
     )
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
@@ -98,6 +99,58 @@ def test_demo_runs_and_stops_cleanly(kafka_broker: Any, unique_topic: str, tmp_p
     assert "everything stopped" in out
     assert port_free(port)  # the worker is gone
     if MONITORING:
-        assert re.search(r"^monitoring: (?!skipped)", out, re.M), out[-3000:]
+        ports = monitoring_ports(out)
+        assert ports, out[-3000:]
+        assert "AdoptionRolloutStalled to owner" in out
+        assert all(port_free(p) for p in ports)  # Prometheus and Alertmanager are gone
     else:
         assert "monitoring: skipped" in out
+
+
+@pytest.mark.integration
+@pytest.mark.e2e
+@needs_monitoring
+@pytest.mark.timeout(300)
+def test_demo_shows_the_stalled_rollout_alert_and_stops_on_ctrl_c(
+    kafka_broker: Any, unique_topic: str, tmp_path: Path
+) -> None:
+    """The demo plan's stalled wave reaches the owner's webhook and shows under the table; then SIGINT."""
+    port = free_port()
+    proc = subprocess.Popen(
+        demo_cmd(kafka_broker.bootstrap, unique_topic, port, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    seen = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if re.match(r"\s+FIRING\s+AdoptionRolloutStalled\s+one-click-checkout / berlin\s+->", line):
+                seen.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert seen.wait(timeout=180), "".join(lines)[-4000:]
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        assert proc.wait(timeout=90) == 0, "".join(lines)[-4000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    reader.join(timeout=10)
+    out = "".join(lines)
+    assert "checkout.one-click adoption stalled at 20%" in out
+    assert "Prometheus, Alertmanager and the webhook receiver stopped" in out
+    assert "kafka down: No local Kafka in" in out  # --kafka-dir without a broker: nothing to stop
+    assert "everything stopped" in out
+    deadline = time.monotonic() + 10
+    ports = [port, *monitoring_ports(out)]
+    while not all(port_free(p) for p in ports):
+        assert time.monotonic() < deadline, f"still listening: {[p for p in ports if not port_free(p)]}"
+        time.sleep(0.2)

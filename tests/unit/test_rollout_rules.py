@@ -157,7 +157,7 @@ def test_alerts_use_the_plan_thresholds() -> None:
 
 def test_short_windows_get_a_short_group_interval() -> None:
     groups = {g["name"]: g for g in rendered()["groups"]}
-    assert groups["adoptstream-rollout:checkout-pilot"]["interval"] == "2s"
+    assert groups["adoptstream-rollout:checkout-pilot"]["interval"] == "1s"
     assert "interval" not in groups["adoptstream-rollout:search-v3"]
 
 

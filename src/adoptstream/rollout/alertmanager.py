@@ -26,7 +26,7 @@ PRODUCT_RECEIVER = "product-default"
 # Alerts that make adoption numbers wrong or late: while one fires, adoption alerts are held back.
 ADOPTION_BLOCKERS = (
     "AdoptstreamWorkerDown",
-    "AdoptstreamWorkerNotScraped",
+    "AdoptstreamWorkerNotReady",
     "AdoptstreamNoEventsAccepted",
     "AdoptstreamProcessingStalled",
     "AdoptstreamConsumerLagGrowing",

@@ -328,7 +328,7 @@ def _interval(windows: Iterable[int]) -> str | None:
     shortest = min(windows, default=None)
     if shortest is None or shortest >= 20 * 60:
         return None
-    return format_duration(max(1, shortest // 20))
+    return format_duration(max(1, shortest // 40))
 
 
 def render_rules(plans: PlanSet, options: RenderOptions | None = None) -> dict[str, Any]:

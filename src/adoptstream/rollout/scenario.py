@@ -12,11 +12,16 @@ an adopter every ``step_s`` seconds until it passes its target. Event times are 
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from adoptstream.monitoring_stack import MonitoringStack
 
 
 @dataclass
@@ -142,3 +147,42 @@ class StallScenario:
         user = self._uid(self.stalled_wave, self._ticks % self.users_per_wave)
         out.append(self._event(user, "use", now_ms, self.background_feature, None))
         return out
+
+
+def scenario_stack(
+    scenario: StallScenario,
+    workdir: Path,
+    scrape_targets: list[str],
+    start: float | None = None,
+) -> MonitoringStack:
+    """A MonitoringStack (not started) watching ``scenario``'s plan: the static rules plus the rules
+    rendered from the plan, and Alertmanager routes sending the owner's alerts to the built-in webhook
+    (``/owners/<owner>``) and SRE's to ``/sre``. Publish ``scenario.events_due(...)`` to the worker's
+    topic and read ``stack.received_alerts()`` (``make demo`` does both).
+    """
+    from adoptstream.monitoring_stack import STATIC_RULES, MonitoringStack
+    from adoptstream.rollout.alertmanager import ReceiverOptions, render_alertmanager_text
+    from adoptstream.rollout.plan import load_plans
+    from adoptstream.rollout.rules import render_rules_text
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    plan_path = workdir / "plan.yaml"
+    plan_path.write_text(scenario.plan_yaml(time.time() - 60 if start is None else start), encoding="utf-8")
+    plans = load_plans([plan_path])
+    rules_path = workdir / "rollouts.rules.yml"
+    rules_path.write_text(render_rules_text(plans, [str(plan_path)]), encoding="utf-8")
+
+    def alertmanager(webhook: str) -> str:
+        options = ReceiverOptions(
+            owner_webhook_url=f"{webhook}/owners/{{owner}}",
+            sre_webhook_url=f"{webhook}/sre",
+            product_webhook_url=f"{webhook}/product",
+        )
+        return render_alertmanager_text(plans, [str(plan_path)], options)
+
+    return MonitoringStack(
+        workdir / "monitoring",
+        scrape_targets=scrape_targets,
+        rule_files=[STATIC_RULES, rules_path],
+        alertmanager_config=alertmanager,
+    )

@@ -14,6 +14,7 @@ STATIC_RUNBOOKS: dict[str, str] = {
     "AdoptionStickinessDropped": "adoption-stickiness-dropped.md",
     "AdoptstreamWorkerDown": "worker-down.md",
     "AdoptstreamWorkerNotScraped": "worker-down.md",
+    "AdoptstreamWorkerNotReady": "worker-down.md",
     "AdoptstreamNoEventsAccepted": "no-events-accepted.md",
     "AdoptstreamProcessingStalled": "processing-stalled.md",
     "AdoptstreamConsumerLagGrowing": "consumer-lag-growing.md",
@@ -133,7 +134,23 @@ groups:
           summary: No adoptstream worker is scraped by Prometheus
           description: >-
             Prometheus has no target in the scrape job "adoptstream" for 5 minutes: service discovery
-            or the scrape configuration lost the workers, so no adoption number is current.
+            or the scrape configuration lost the workers, so no adoption number is current (and the
+            adoption alerts, which need those numbers, are silent).
+          runbook_url: "@RUNBOOK_BASE_URL@/worker-down.md"
+          dashboard_url: "@DASHBOARD_BASE_URL@/adoptstream-operations"
+      - alert: AdoptstreamWorkerNotReady
+        expr: adoptstream_ready{job="adoptstream"} == 0
+        for: 5m
+        labels:
+          severity: warning
+          category: operational
+          team: sre
+        annotations:
+          summary: adoptstream worker {{ $labels.instance }} has not been ready for 5 minutes
+          description: >-
+            The worker at {{ $labels.instance }} answers scrapes but does not serve exact numbers yet
+            (adoptstream_ready is 0): it is restoring its state from the changelog or waiting for its
+            partitions. Adoption numbers miss its users meanwhile, so adoption alerts are held back.
           runbook_url: "@RUNBOOK_BASE_URL@/worker-down.md"
           dashboard_url: "@DASHBOARD_BASE_URL@/adoptstream-operations"
       - alert: AdoptstreamNoEventsAccepted

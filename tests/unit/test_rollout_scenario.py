@@ -1,0 +1,53 @@
+"""The compressed stall scenario (e2e test, demo): its plan validates and its traffic does what it says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from adoptstream.rollout.plan import load_plan_text
+from adoptstream.rollout.scenario import StallScenario, scenario_stack
+
+
+def test_plan_is_valid_and_compressed() -> None:
+    scenario = StallScenario()
+    plan = load_plan_text(scenario.plan_yaml(1_800_000_000))
+    rollout = plan.rollouts[0]
+    assert rollout.owner == scenario.owner and rollout.team == scenario.team
+    assert [w.cohorts for w in rollout.waves] == [(scenario.healthy_cohort,), (scenario.stalled_cohort,)]
+    assert all(w.stall.window_s == 40 and w.stall.hold_s == 4 for w in rollout.waves)
+
+
+def test_traffic_stalls_one_wave_and_grows_the_other() -> None:
+    scenario = StallScenario()
+    exposed: dict[str, set[str]] = {}
+    adopted: set[str] = set()
+    seen_ids: set[tuple[str, str]] = set()
+    for second in range(0, 120):
+        for event in scenario.events_due(float(second), 1_800_000_000_000 + second * 1000):
+            key = (event["user_id"], event["event_id"])
+            assert key not in seen_ids
+            seen_ids.add(key)
+            if event["type"] == "exposure":
+                exposed.setdefault(event["cohort"], set()).add(event["user_id"])
+            elif event["type"] == "use" and event["feature"] == scenario.feature:
+                adopted.add(event["user_id"])
+        healthy = len(adopted & exposed[scenario.healthy_cohort]) / scenario.users_per_wave
+        stalled = len(adopted & exposed[scenario.stalled_cohort]) / scenario.users_per_wave
+        assert stalled == 0.2
+        if second >= scenario.healthy_done_after_s:
+            assert healthy >= scenario.target
+    assert healthy >= scenario.target
+
+
+def test_scenario_stack_renders_plan_rules_and_owner_routes(tmp_path: Path) -> None:
+    scenario = StallScenario()
+    stack = scenario_stack(scenario, tmp_path, ["127.0.0.1:1"])
+    rules = yaml.safe_load((tmp_path / "rollouts.rules.yml").read_text())
+    assert any(r.get("alert") == "AdoptionRolloutStalled" for g in rules["groups"] for r in g["rules"])
+    assert callable(stack.alertmanager_config)
+    am = yaml.safe_load(stack.alertmanager_config("http://127.0.0.1:9"))
+    urls = {r["name"]: r["webhook_configs"][0]["url"] for r in am["receivers"]}
+    assert urls[f"owner-{scenario.owner}"] == f"http://127.0.0.1:9/owners/{scenario.owner}"
+    assert len(stack.rule_files) == 2

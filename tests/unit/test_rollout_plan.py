@@ -79,14 +79,14 @@ def test_defaults_are_sensible() -> None:
     assert (wave.stall.window_s, wave.stall.min_progress, wave.stall.min_exposed) == (3 * 86400, 0.01, 50)
     assert wave.stall.hold_s == 3600  # window/10, capped at an hour
     assert wave.behind_plan.tolerance == pytest.approx(0.1)
-    assert wave.behind_plan.hold_s(wave.duration_s) == 7200
+    assert wave.behind_plan.hold_s(wave.duration_s, wave.stall.window_s) == 7200
 
 
 def test_short_windows_get_short_holds() -> None:
     plan = load_plan_text(MINIMAL + "    duration: 10m\n    stall: {window: 40s, min_exposed: 5}\n")
     wave = plan.rollouts[0].waves[0]
     assert wave.stall.hold_s == 4
-    assert wave.behind_plan.hold_s(wave.duration_s) == 30
+    assert wave.behind_plan.hold_s(wave.duration_s, wave.stall.window_s) == 40  # at least the window
 
 
 def test_wave_settings_inherit_rollout_then_file_defaults() -> None:

@@ -54,13 +54,13 @@ class BehindPlan:
     """How far under the plan's curve adoption may be, and for how long, before it alerts."""
 
     tolerance: float = 0.10
-    for_s: int | None = None  # None: 1/20 of the wave's duration, at most two hours
+    for_s: int | None = None  # None: 1/20 of the duration or the stall window if longer, at most 2h
 
-    def hold_s(self, duration_s: int) -> int:
-        """The alert's ``for:`` for a wave lasting ``duration_s``."""
+    def hold_s(self, duration_s: int, window_s: int) -> int:
+        """The alert's ``for:`` for a wave lasting ``duration_s`` with stall window ``window_s``."""
         if self.for_s is not None:
             return self.for_s
-        return min(7200, duration_s // 20)
+        return min(7200, max(duration_s // 20, window_s))
 
 
 @dataclass(frozen=True)

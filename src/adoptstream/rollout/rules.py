@@ -205,7 +205,7 @@ def _wave_alerts(rollout: Rollout, wave: Wave, options: RenderOptions) -> list[d
             f"and {exposed} >= {stall.min_exposed}\n"
             f"and {_started(wave.start)}"
         ),
-        "for": format_duration(behind.hold_s(wave.duration_s)),
+        "for": format_duration(behind.hold_s(wave.duration_s, stall.window_s)),
         "labels": {"severity": "warning", **extra},
         "annotations": {
             "summary": (
@@ -301,7 +301,7 @@ def _switchover_alerts(rollout: Rollout, so: Switchover, options: RenderOptions)
                 f"and {active} >= {stall.min_exposed}\n"
                 f"and {_started(so.start)}"
             ),
-            "for": format_duration(behind.hold_s(so.duration_s)),
+            "for": format_duration(behind.hold_s(so.duration_s, stall.window_s)),
             "labels": {"severity": "warning", **extra},
             "annotations": {
                 "summary": (

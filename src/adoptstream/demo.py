@@ -201,7 +201,7 @@ class Monitoring:
     """
 
     def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
+        self.workdir = workdir.resolve()  # the stack runs its processes from inside it
         self.stack: Any = None
         self.scenario: Any = None
         self.note = "monitoring: starting Prometheus and Alertmanager ..."
@@ -255,7 +255,8 @@ class Monitoring:
             stack.alertmanager_config = routes
             await asyncio.to_thread(stack.start)
         except Exception as exc:  # optional part: never let it break the demo
-            self.note = f"monitoring: skipped ({type(exc).__name__}: {exc})".splitlines()[0][:200]
+            reason = str(exc).splitlines()[0].removesuffix("; log tail:") if str(exc) else ""
+            self.note = f"monitoring: skipped ({type(exc).__name__}: {reason[:150]}; logs in {self.workdir})"
             return False
         self.stack, self.scenario = stack, scenario
         sc = scenario

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
@@ -182,30 +184,27 @@ class StateProcessor:
         max_ts: int | None = None
         types = records.EVENT_TYPES
         accepted = Outcome.ACCEPTED
+
+        def first_touch(key: bytes, new: type[State], subtract: Callable[[Any, int], None]) -> Any:
+            """Load a state once per batch and take its old contribution out of the totals."""
+            state = store.load(key)
+            if state is None:
+                state = new()
+            else:
+                subtract(state, -1)
+            touched[key] = state
+            return state
+
         for rec in recs:
             fields = loads(rec.value)
             if rec.key is None:  # an invalid message, counted per input partition
                 src_partition, src_offset, _, code = fields
                 key = source_key(src_partition)
-                source = touched.get(key)
-                if source is None:
-                    source = store.load(key)  # type: ignore[assignment]
-                    if source is None:
-                        source = SourceOutcomes()
-                    else:
-                        totals.add_source(source, -1)  # type: ignore[arg-type]
-                    touched[key] = source
+                source = touched.get(key) or first_touch(key, SourceOutcomes, totals.add_source)
                 source.apply(records.REJECTED[code], src_offset)  # type: ignore[union-attr]
                 continue
             key = USER_PREFIX + rec.key
-            user = touched.get(key)
-            if user is None:
-                user = store.load(key)  # type: ignore[assignment]
-                if user is None:
-                    user = UserState()
-                else:
-                    totals.add_user(user, -1)  # type: ignore[arg-type]
-                touched[key] = user
+            user = touched.get(key) or first_touch(key, UserState, totals.add_user)
             if len(fields) == 4:  # a future message of this user
                 src_partition, src_offset, _, _ = fields
                 if not user.is_replay(src_partition, src_offset):  # type: ignore[union-attr]

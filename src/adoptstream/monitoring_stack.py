@@ -197,7 +197,7 @@ class MonitoringStack:
         directory = workdir if workdir is not None else data_dir
         if directory is None:
             raise TypeError("MonitoringStack needs a workdir")
-        self.workdir = Path(directory)
+        self.workdir = Path(directory).resolve()  # the binaries run with it as cwd
         self.scrape_targets = [t.removeprefix("http://").rstrip("/") for t in (targets or scrape_targets)]
         self.rule_files = [
             Path(p).resolve() for p in (rule_files if rule_files is not None else [STATIC_RULES])

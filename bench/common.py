@@ -35,6 +35,15 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM runs the `finally` blocks (brokers and workers are stopped) like Ctrl-C does."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -64,12 +73,12 @@ def proc_status_kb(pid: int, key: str) -> int | None:
 
 
 def dir_bytes(path: Path) -> int:
-    """Bytes on disk of every file under `path` (like `du -sb`)."""
+    """Bytes allocated on disk by every file under `path` (like `du -s`: sparse files count what they use)."""
     total = 0
     for root, _, files in os.walk(path):
         for name in files:
             with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, name)).st_size
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
     return total
 
 
@@ -416,14 +425,19 @@ def summed(pages: list[Samples]) -> Samples:
 
 
 def diff_samples(a: Samples, b: Samples, limit: int = 8) -> list[str]:
-    """Human-readable differences between two sample sets (missing series count as 0)."""
+    """Human-readable differences between two sample sets (missing series count as 0).
+
+    Every series must be equal, except histogram `_sum`s (float seconds): adding them up over workers
+    rounds in the last bits, exactly as Prometheus's own `sum` does, so they compare to 1e-12 relative.
+    """
     out = []
     for k in sorted(set(a) | set(b)):
         va, vb = a.get(k, 0.0), b.get(k, 0.0)
-        if va != vb:
-            out.append(f"{k[0]}{dict(k[1])}: {va} != {vb}")
-            if len(out) >= limit:
-                break
+        if va == vb or (k[0].endswith("_sum") and abs(va - vb) <= 1e-12 * max(abs(va), abs(vb))):
+            continue
+        out.append(f"{k[0]}{dict(k[1])}: {va} != {vb}")
+        if len(out) >= limit:
+            break
     return out
 
 

@@ -206,6 +206,7 @@ def main() -> int:
     p.add_argument("--bootstrap")
     p.add_argument("--json")
     args = p.parse_args()
+    common.exit_on_sigterm()
 
     run_id = uuid.uuid4().hex[:8]
     topic = f"bench-fresh-{run_id}"

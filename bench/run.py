@@ -299,7 +299,7 @@ def ratio(a: Result | None, b: Result | None) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--events", type=int, default=300_000, help="events in the data set (300000)")
+    p.add_argument("--events", type=int, default=200_000, help="events in the data set (200000)")
     p.add_argument("--users", type=int, default=1_000_000, help="user population (1000000)")
     p.add_argument("--seed", type=int, default=4)
     p.add_argument("--events-file", help="use these JSON lines (e.g. from `adoptstream generate`) instead")
@@ -309,6 +309,7 @@ def main() -> int:
     p.add_argument("--json", help="write the results as JSON here")
     p.add_argument("--profile", action="store_true", help="py-spy the adoptstream worker during its run")
     args = p.parse_args()
+    common.exit_on_sigterm()
     only = [x.strip() for x in args.only.split(",") if x.strip()]
     unknown = set(only) - set(ALL)
     if unknown:

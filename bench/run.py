@@ -122,7 +122,7 @@ def run_subprocess_contender(
            "--partitions", str(common.PARTITIONS), "--datadir", str(workdir / "data"), *extra_args]
     log_path = workdir / "out.log"
     trace = CpuTrace({"broker": ctx["broker_pid"]})
-    timeout = max(300.0, expect / 800)
+    timeout = max(600.0, expect / 300)
     spawned = time.time()
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir,

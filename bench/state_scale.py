@@ -301,14 +301,20 @@ def run_soak(args: argparse.Namespace) -> dict:
             sample(0)
             out["series"] = series
             out["events"] = sent
-            first, last = series[0], series[-1]
-            mid = series[len(series) // 3]
-            minutes = (last["t"] - mid["t"]) / 60 or 1
-            out["rss_start_mb"], out["rss_end_mb"] = first["rss_mb"], last["rss_mb"]
-            out["rss_slope_mb_per_min_last_2_3"] = round((last["rss_mb"] - mid["rss_mb"]) / minutes, 1)
-            out["rss_growth_bytes_per_event"] = round(
-                (last["rss_mb"] - first["rss_mb"]) * 1e6 / max(1, sent), 1)
+            out.update(soak_summary(series, sent))
     return out
+
+
+def soak_summary(series: list[dict], events: int) -> dict:
+    """Start, peak and end RSS, and the RSS slope over the last quarter of the run (0 = plateau)."""
+    first, last = series[0], series[-1]
+    q = next((x for x in series if x["t"] >= 0.75 * last["t"]), series[-1])
+    minutes = (last["t"] - q["t"]) / 60 or 1
+    return {"rss_start_mb": first["rss_mb"], "rss_peak_mb": max(x["rss_mb"] for x in series),
+            "rss_end_mb": last["rss_mb"],
+            "rss_slope_mb_per_min_last_quarter": round((last["rss_mb"] - q["rss_mb"]) / minutes, 2),
+            "rss_growth_bytes_per_event_overall":
+                round((last["rss_mb"] - first["rss_mb"]) * 1e6 / max(1, events), 1)}
 
 
 def main() -> int:

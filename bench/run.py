@@ -299,7 +299,8 @@ def ratio(a: Result | None, b: Result | None) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--events", type=int, default=200_000, help="events in the data set (200000)")
+    p.add_argument("--events", type=int, default=None,
+                   help="events in the data set (default 200000; with --events-file: the whole file)")
     p.add_argument("--users", type=int, default=1_000_000, help="user population (1000000)")
     p.add_argument("--seed", type=int, default=4)
     p.add_argument("--events-file", help="use these JSON lines (e.g. from `adoptstream generate`) instead")
@@ -316,6 +317,8 @@ def main() -> int:
         p.error(f"unknown contenders {sorted(unknown)}; choose from {','.join(ALL)}")
     common.OUT_DIR.mkdir(exist_ok=True)
 
+    if args.events is None:
+        args.events = 0 if args.events_file else 200_000
     lines, source = common.load_events(args.events, args.users, args.seed, args.events_file)
     desc = common.describe_events(lines)
     log(f"data set: {source}: {desc}")

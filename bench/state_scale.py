@@ -58,7 +58,7 @@ def stories(users: int, seed: int, now_ms: int, start: int = 0) -> Iterator[byte
         while len(feats) < k:
             feats.add(rng.choices(FEATURES, ZIPF)[0])
         for f in sorted(feats):
-            te = t0 + int(rng.random() * DAY_MS)
+            te = min(now_ms, t0 + int(rng.random() * DAY_MS))
             yield orjson.dumps({"event_id": f"{rng.getrandbits(64):016x}-e", "user_id": uid,
                                 "type": "exposure", "feature": f, "ts": te, "cohort": cohort,
                                 "tenant": "acme", "source": "flags-svc"})

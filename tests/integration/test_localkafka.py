@@ -27,7 +27,11 @@ async def create_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
-        assert topic in await admin.list_topics()
+        # The controller acknowledges before every broker's metadata cache has the topic: poll for it.
+        deadline = time.monotonic() + 30
+        while topic not in await admin.list_topics():
+            assert time.monotonic() < deadline, f"topic {topic} not in the broker's metadata after 30 s"
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
 

@@ -47,15 +47,20 @@ def rd_produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
     errors: list[object] = []
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
     for i, value in enumerate(values):
-        producer.produce(topic, value=value, key=str(i).encode(),
-                         on_delivery=lambda err, _msg: errors.append(err) if err else None)
+        producer.produce(
+            topic,
+            value=value,
+            key=str(i).encode(),
+            on_delivery=lambda err, _msg: errors.append(err) if err else None,
+        )
     assert producer.flush(30) == 0, "librdkafka did not deliver everything within 30 s"
     assert errors == []
 
 
 def rd_consume(bootstrap: str, topic: str, count: int, timeout_s: float = 30) -> list[bytes]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-rd",
-                         "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"{topic}-rd", "auto.offset.reset": "earliest"}
+    )
     consumer.subscribe([topic])
     got: list[bytes] = []
     deadline = time.monotonic() + timeout_s
@@ -71,8 +76,9 @@ def rd_consume(bootstrap: str, topic: str, count: int, timeout_s: float = 30) ->
 
 
 async def aio_consume(bootstrap: str, topic: str, count: int, timeout_s: float = 30) -> list[bytes]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"{topic}-aio",
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=f"{topic}-aio", auto_offset_reset="earliest"
+    )
     await consumer.start()
     got: list[bytes] = []
     try:
@@ -223,8 +229,12 @@ def test_port_in_use_is_named(tmp_path: Path) -> None:
 
 def test_broker_failing_at_startup_reports_its_log(tmp_path: Path) -> None:
     # formats fine, fails only when the broker instantiates its metric reporters
-    broker = LocalKafka(free_port(), tmp_path / "bad", extra_config={"metric.reporters": "no.such.Reporter"},
-                        die_with_parent=True)
+    broker = LocalKafka(
+        free_port(),
+        tmp_path / "bad",
+        extra_config={"metric.reporters": "no.such.Reporter"},
+        die_with_parent=True,
+    )
     with pytest.raises(LocalKafkaError, match="exited during startup") as failure:
         broker.start(timeout_s=60)
     assert "no.such.Reporter" in str(failure.value)  # the log tail says what is wrong

@@ -404,18 +404,42 @@ def test_extreme_numbers_do_not_crash(ts: bytes) -> None:
         parse_event(raw)
 
 
-# -- strictness of ts strings, and one known limit (xfail) ----------------------------------------
+# -- strictness of ts strings; documents nested deeper than orjson's limit ---------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: orjson's 1024-level nesting limit rejects a valid event whose *ignored* unknown field is "
-    "nested deeper (strictly valid JSON, well under 65,536 bytes); contract: unknown fields are ignored",
-)
 def test_deeply_nested_unknown_field_is_ignored() -> None:
     raw = msg()[:-1] + b', "x": ' + b"[" * 2000 + b"]" * 2000 + b"}"
     assert len(raw) < MAX_EVENT_BYTES
     assert parse_event(raw).user_id == "u1"
+
+
+def test_deeply_nested_object_field_is_ignored() -> None:
+    deep = b'{"k":' * 3000 + b"null" + b"}" * 3000
+    raw = msg()[:-1] + b', "x": ' + deep + b"}"
+    assert len(raw) < MAX_EVENT_BYTES
+    assert parse_event(raw).event_id == "e1"
+
+
+@pytest.mark.parametrize(
+    "deep_tail",
+    [
+        b"[" * 2000 + b"]" * 1999,  # unclosed
+        b"[" * 2000 + b"NaN" + b"]" * 2000,
+        b"[" * 2000 + b'"\\ud800"' + b"]" * 2000,  # lone surrogate, deep inside
+        b"[" * 2000 + b"1," + b"]" * 2000,  # trailing comma
+        b"[" * 2000 + b"]" * 2000 + b"}garbage",
+    ],
+)
+def test_deeply_nested_invalid_json_is_invalid(deep_tail: bytes) -> None:
+    raw = msg()[:-1] + b', "x": ' + deep_tail + (b"" if deep_tail.endswith(b"garbage") else b"}")
+    with pytest.raises(InvalidEvent, match="not strict JSON"):
+        parse_event(raw)
+
+
+def test_deeply_nested_cohort_is_invalid() -> None:
+    raw = msg()[:-1] + b', "cohort": ' + b"[" * 2000 + b"]" * 2000 + b"}"
+    with pytest.raises(InvalidEvent, match="cohort"):
+        parse_event(raw)
 
 
 def test_offset_with_fraction_is_not_misparsed() -> None:

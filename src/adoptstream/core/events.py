@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from adoptstream.core.deepjson import DeepJSONError, loads_deep
+
 MAX_EVENT_BYTES = 65_536
 FUTURE_TOLERANCE_NS = 5 * 60 * 1_000_000_000
 NS_PER_MS = 1_000_000
@@ -62,7 +64,12 @@ def parse_event(value: bytes | None) -> Event:
     try:
         obj = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        raise InvalidEvent(f"not strict JSON: {exc}") from None
+        if not str(exc).startswith("depth limit exceeded"):
+            raise InvalidEvent(f"not strict JSON: {exc}") from None
+        try:  # valid JSON nested deeper than orjson goes (an ignored field may be)
+            obj = loads_deep(value)
+        except DeepJSONError as deep:
+            raise InvalidEvent(f"not strict JSON: {deep}") from None
     if type(obj) is not dict:
         raise InvalidEvent("not a JSON object")
     event_id = _string(obj, "event_id", 128)

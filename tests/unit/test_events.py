@@ -18,6 +18,7 @@ from adoptstream.core.events import (
     InvalidEvent,
     is_future,
     parse_event,
+    parse_ts_ns,
 )
 
 DROP = object()
@@ -465,3 +466,83 @@ def test_non_iso_strings_are_invalid(text: str) -> None:
     assert model.parse(msg(ts=text)) is None
     with pytest.raises(InvalidEvent):
         parse_event(msg(ts=text))
+
+
+# -- the RFC 3339 fast path gives what the general ISO path gives ---------------------------------
+
+_digits = st.text(alphabet="0123456789", min_size=1, max_size=4)
+
+
+@settings(max_examples=2000, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.datetimes(timezones=st.timezones()) | st.datetimes(),
+    st.sampled_from(["T", "t"]),
+    st.integers(0, 9),
+    st.sampled_from(["Z", "z", "+00:00", "-00:00", "+05:30", "-11:45", "+23:59", "+24:00", "+05:60"]),
+)
+def test_fast_iso_path_agrees_with_general_path(when, sep: str, digits: int, zone: str) -> None:
+    from adoptstream.core.events import _parse_iso_ns
+
+    text = when.strftime(f"%Y-%m-%d{sep}%H:%M:%S")
+    if digits:
+        text += "." + f"{when.microsecond:06d}{when.microsecond % 997:03d}"[:digits]
+    text += zone
+    try:
+        want: object = _parse_iso_ns(text)
+    except InvalidEvent:
+        want = InvalidEvent
+    try:
+        got: object = parse_ts_ns(text)
+    except InvalidEvent:
+        got = InvalidEvent
+    assert got == want, text
+
+
+@settings(max_examples=1000)
+@given(
+    st.tuples(_digits, _digits, _digits, _digits, _digits, _digits),
+    st.sampled_from(["Z", "+00:00", "-23:59", "+99:00", "+05:99"]),
+)
+def test_fast_iso_path_range_checks_agree(parts: tuple[str, ...], zone: str) -> None:
+    from adoptstream.core.events import _parse_iso_ns
+
+    y, mo, d, h, mi, s = parts
+    text = f"{y.zfill(4)}-{mo.zfill(2)}-{d.zfill(2)}T{h.zfill(2)}:{mi.zfill(2)}:{s.zfill(2)}{zone}"
+    try:
+        want: object = _parse_iso_ns(text)
+    except InvalidEvent:
+        want = InvalidEvent
+    try:
+        got: object = parse_ts_ns(text)
+    except InvalidEvent:
+        got = InvalidEvent
+    assert got == want, text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2023-02-29T00:00:00Z",
+        "2024-02-30T00:00:00Z",
+        "2024-04-31T00:00:00Z",
+        "0000-01-01T00:00:00Z",
+        "2024-13-01T00:00:00Z",
+        "2024-01-01T24:00:00Z",
+        "2024-01-01T00:60:00Z",
+        "2024-01-01T00:00:60Z",
+        "2024-01-01T00:00:00+24:00",
+    ],
+)
+def test_out_of_range_rfc3339_is_invalid(text: str) -> None:
+    with pytest.raises(InvalidEvent):
+        parse_ts_ns(text)
+
+
+def test_leap_day_and_offsets_exact() -> None:
+    assert parse_ts_ns("2024-02-29T12:00:00.000000001+05:30") == (1_709_208_000 - 19_800) * 10**9 + 1
+    assert parse_ts_ns("1969-12-31T23:59:59.5-00:00") == -500_000_000
+
+
+def test_non_ascii_digits_are_invalid() -> None:
+    with pytest.raises(InvalidEvent):
+        parse_ts_ns("٢٠٢٤-01-01T00:00:00Z")

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from enum import Enum
-from typing import Any
 
 import orjson
 
@@ -72,32 +71,50 @@ def parse_event(value: bytes | None) -> Event:
             raise InvalidEvent(f"not strict JSON: {deep}") from None
     if type(obj) is not dict:
         raise InvalidEvent("not a JSON object")
-    event_id = _string(obj, "event_id", 128)
-    user_id = _string(obj, "user_id", 256)
-    etype = obj.get("type")
-    if type(etype) is not str or etype not in EVENT_TYPES:
+    get = obj.get
+    event_id = get("event_id")
+    if type(event_id) is not str or not 0 < len(event_id) <= 128:
+        raise InvalidEvent("event_id must be a string of 1-128 characters")
+    user_id = get("user_id")
+    if type(user_id) is not str or not 0 < len(user_id) <= 256:
+        raise InvalidEvent("user_id must be a string of 1-256 characters")
+    etype = get("type")
+    if etype == "signup":
+        feature = None
+    elif etype == "use" or etype == "exposure":
+        feature = get("feature")
+        if type(feature) is not str or feature not in _valid_features:
+            _check_feature(feature)
+    else:
         raise InvalidEvent("type must be one of signup, exposure, use")
-    feature: str | None = None
-    if etype != "signup":
-        feature = obj.get("feature")
-        if type(feature) is not str or FEATURE_RE.fullmatch(feature) is None:
-            raise InvalidEvent("feature missing or not matching ^[a-z0-9][a-z0-9_.:/-]{0,127}$")
     if "ts" not in obj:
         raise InvalidEvent("ts missing")
-    ts_ns = parse_ts_ns(obj["ts"])
-    cohort = obj.get("cohort")
-    if cohort is not None and (
-        type(cohort) is not str or not 1 <= len(cohort) <= 64 or not cohort.isprintable()
-    ):
-        raise InvalidEvent("cohort must be 1-64 printable characters")
+    ts = obj["ts"]
+    ts_ns = ts * NS_PER_MS if type(ts) is int else parse_ts_ns(ts)
+    cohort = get("cohort")
+    if cohort is not None and (type(cohort) is not str or cohort not in _valid_cohorts):
+        _check_cohort(cohort)
     return Event(event_id, user_id, etype, feature, ts_ns, cohort)
 
 
-def _string(obj: dict[str, Any], field: str, max_len: int) -> str:
-    value = obj.get(field)
-    if type(value) is not str or not 1 <= len(value) <= max_len:
-        raise InvalidEvent(f"{field} must be a string of 1-{max_len} characters")
-    return value
+# Values already found valid: most events repeat a few features and cohorts, so the checks run once.
+_KNOWN_CAP = 10_000
+_valid_features: set[str] = set()
+_valid_cohorts: set[str] = set()
+
+
+def _check_feature(feature: object) -> None:
+    if type(feature) is not str or FEATURE_RE.fullmatch(feature) is None:
+        raise InvalidEvent("feature missing or not matching ^[a-z0-9][a-z0-9_.:/-]{0,127}$")
+    if len(_valid_features) < _KNOWN_CAP:
+        _valid_features.add(feature)
+
+
+def _check_cohort(cohort: object) -> None:
+    if type(cohort) is not str or not 1 <= len(cohort) <= 64 or not cohort.isprintable():
+        raise InvalidEvent("cohort must be 1-64 printable characters")
+    if len(_valid_cohorts) < _KNOWN_CAP:
+        _valid_cohorts.add(cohort)
 
 
 def parse_ts_ns(ts: object) -> int:
@@ -112,8 +129,68 @@ def parse_ts_ns(ts: object) -> int:
         except (InvalidOperation, ValueError, OverflowError):
             raise InvalidEvent("ts is not a finite number") from None
     if kind is str:
+        fast = _RFC3339_FAST.fullmatch(ts)  # type: ignore[arg-type]
+        if fast is not None:
+            ns = _fast_iso_ns(fast)
+            if ns is not None:
+                return ns
         return _parse_iso_ns(ts)  # type: ignore[arg-type]
     raise InvalidEvent("ts must be epoch milliseconds or an ISO 8601 string with UTC offset")
+
+
+# The common RFC 3339 shape, computed from cached minutes and zones; anything else (or out of range)
+# takes the general path below, which decides. Both give the same nanoseconds (tested against each
+# other). Events of a stream share minutes and zones, so the caches stay small; they are bounded.
+_RFC3339_FAST = re.compile(
+    r"((\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d)):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)",
+    re.ASCII,
+)
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_CACHE_CAP = 100_000
+_minutes: dict[str, int | None] = {}  # "YYYY-MM-DDTHH:MM" -> epoch seconds (None: out of range)
+_zones: dict[str, int | None] = {}  # "Z", "+05:30" -> seconds to subtract (None: out of range)
+
+
+def _fast_iso_ns(m: re.Match[str]) -> int | None:
+    minute, second, fraction, zone = m.group(1, 7, 8, 9)
+    base = _minutes.get(minute, -1)
+    if base == -1:
+        base = _minute_seconds(m)
+    offset = _zones.get(zone, -1)
+    if offset == -1:
+        offset = _zone_seconds(zone)
+    sec = int(second)
+    if base is None or offset is None or sec > 59:
+        return None
+    ns = (base + sec - offset) * 1_000_000_000
+    return ns + int(fraction.ljust(9, "0")) if fraction else ns
+
+
+def _minute_seconds(m: re.Match[str]) -> int | None:
+    year, month, day, hour, minute = (int(g) for g in m.group(2, 3, 4, 5, 6))
+    try:
+        days = date(year, month, day).toordinal() - _EPOCH_ORDINAL
+    except ValueError:
+        days = None
+    base = None if days is None or hour > 23 or minute > 59 else days * 86_400 + hour * 3_600 + minute * 60
+    if len(_minutes) >= _CACHE_CAP:
+        _minutes.clear()
+    _minutes[m.group(1)] = base
+    return base
+
+
+def _zone_seconds(zone: str) -> int | None:
+    if zone in ("Z", "z"):
+        offset: int | None = 0
+    else:
+        hours, minutes = int(zone[1:3]), int(zone[4:6])
+        offset = None if hours > 23 or minutes > 59 else (hours * 3_600 + minutes * 60)
+        if offset is not None and zone[0] == "-":
+            offset = -offset
+    if len(_zones) >= _CACHE_CAP:
+        _zones.clear()
+    _zones[zone] = offset
+    return offset
 
 
 _OFFSET_RE = re.compile(r"(?:[Zz]|[+-](\d\d)(?::?(\d\d))?)\Z")

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
@@ -178,53 +176,84 @@ class StateProcessor:
     def _apply(
         self, owned: OwnedPartition, recs: list[ConsumerRecord]
     ) -> tuple[dict[bytes, State], int | None]:
-        """Apply records to their states in place; return the touched states and the max accepted ts."""
-        store, totals = owned.store, owned.totals
+        """Apply records to their states in place; return the touched states and the max accepted ts.
+
+        Records are grouped by user first (keeping each user's order), so every touched state is
+        loaded, taken out of the totals, updated, and put back exactly once per batch.
+        """
+        by_user: dict[bytes, list[bytes]] = {}
+        invalid: list[bytes] = []
+        for rec in recs:
+            key = rec.key
+            if key is None:  # an invalid message, counted per input partition
+                invalid.append(rec.value)
+                continue
+            values = by_user.get(key)
+            if values is None:
+                by_user[key] = [rec.value]
+            else:
+                values.append(rec.value)
         touched: dict[bytes, State] = {}
-        max_ts: int | None = None
+        max_ts = self._apply_users(owned, by_user, touched)
+        if invalid:
+            self._apply_invalid(owned, invalid, touched)
+        return touched, max_ts
+
+    @staticmethod
+    def _apply_users(
+        owned: OwnedPartition, by_user: dict[bytes, list[bytes]], touched: dict[bytes, State]
+    ) -> int | None:
+        store, totals = owned.store, owned.totals
+        load, add_user = store.load, totals.add_user
         types = records.EVENT_TYPES
         accepted = Outcome.ACCEPTED
-
-        def first_touch(key: bytes, new: type[State], subtract: Callable[[Any, int], None]) -> Any:
-            """Load a state once per batch and take its old contribution out of the totals."""
-            state = store.load(key)
-            if state is None:
-                state = new()
+        max_ts = -1 << 127
+        for user_key, values in by_user.items():
+            key = USER_PREFIX + user_key
+            user: UserState | None = load(key)  # type: ignore[assignment]
+            if user is None:
+                user = UserState()
             else:
-                subtract(state, -1)
-            touched[key] = state
-            return state
+                add_user(user, -1)
+            sources = user.sources
+            for value in values:
+                fields = loads(value)
+                src_partition, src_offset = fields[0], fields[1]
+                last = sources.get(src_partition)
+                if last is not None and src_offset <= last:
+                    continue  # a replay of a message already applied
+                if len(fields) == 4:  # a future message of this user
+                    user.reject_future(src_partition, src_offset)
+                    continue
+                _, _, arrival_ms, event_id, tcode, feature, ts_ns, cohort = fields
+                outcome = user.apply_fields(
+                    event_id, types[tcode], feature, ts_ns, cohort, arrival_ms, src_partition, src_offset
+                )
+                if outcome is accepted and ts_ns > max_ts:
+                    max_ts = ts_ns
+            user.prune_seen()
+            add_user(user)
+            touched[key] = user
+        return None if max_ts == -1 << 127 else max_ts
 
-        for rec in recs:
-            fields = loads(rec.value)
-            if rec.key is None:  # an invalid message, counted per input partition
-                src_partition, src_offset, _, code = fields
-                key = source_key(src_partition)
-                source = touched.get(key) or first_touch(key, SourceOutcomes, totals.add_source)
-                source.apply(records.REJECTED[code], src_offset)  # type: ignore[union-attr]
-                continue
-            key = USER_PREFIX + rec.key
-            user = touched.get(key) or first_touch(key, UserState, totals.add_user)
-            if len(fields) == 4:  # a future message of this user
-                src_partition, src_offset, _, _ = fields
-                if not user.is_replay(src_partition, src_offset):  # type: ignore[union-attr]
-                    user.reject_future(src_partition, src_offset)  # type: ignore[union-attr]
-                continue
-            src_partition, src_offset, arrival_ms, event_id, tcode, feature, ts_ns, cohort = fields
-            if user.is_replay(src_partition, src_offset):  # type: ignore[union-attr]
-                continue
-            outcome = user.apply_fields(  # type: ignore[union-attr]
-                event_id, types[tcode], feature, ts_ns, cohort, arrival_ms, src_partition, src_offset
-            )
-            if outcome is accepted and (max_ts is None or ts_ns > max_ts):
-                max_ts = ts_ns
+    @staticmethod
+    def _apply_invalid(owned: OwnedPartition, values: list[bytes], touched: dict[bytes, State]) -> None:
+        store, totals = owned.store, owned.totals
+        for value in values:
+            src_partition, src_offset, _, code = loads(value)
+            key = source_key(src_partition)
+            source: SourceOutcomes | None = touched.get(key)  # type: ignore[assignment]
+            if source is None:
+                source = store.load(key)  # type: ignore[assignment]
+                if source is None:
+                    source = SourceOutcomes()
+                else:
+                    totals.add_source(source, -1)
+                touched[key] = source
+            source.apply(records.REJECTED[code], src_offset)
         for key, state in touched.items():
-            if key[:1] == USER_PREFIX:
-                state.prune_seen()  # type: ignore[union-attr]
-                totals.add_user(state)  # type: ignore[arg-type]
-            else:
+            if key[:1] != USER_PREFIX:
                 totals.add_source(state)  # type: ignore[arg-type]
-        return touched, max_ts
 
     def merged_totals(self) -> AdoptionTotals:
         """The totals of every owned partition, added up (what this worker exports)."""

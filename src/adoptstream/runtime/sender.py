@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 
 Headers = Sequence[tuple[str, bytes]]
+_NO_HEADERS: list[tuple[str, bytes]] = []  # read only: aiokafka iterates it
 
 
 @dataclass(slots=True)
@@ -43,7 +44,7 @@ class BatchSender:
         entry = self._open.get(slot)
         if entry is None:
             entry = self._open[slot] = [self._producer.create_batch(), 0]
-        hdrs = list(headers)
+        hdrs = list(headers) if headers else _NO_HEADERS
         if entry[0].append(key=key, value=value, timestamp=None, headers=hdrs) is None:
             if entry[1] == 0:
                 raise ValueError(f"record of {len(value or b'')} bytes does not fit in an empty batch")

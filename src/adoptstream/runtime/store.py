@@ -11,9 +11,12 @@ import itertools
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from adoptstream.core.state import SourceOutcomes, UserState
+
+if TYPE_CHECKING:
+    from rocksdict import WriteBatch
 
 State = UserState | SourceOutcomes
 USER_PREFIX = b"u"
@@ -94,13 +97,21 @@ class RocksStore:
     def __init__(self, path: Path, cache_size: int = 100_000) -> None:
         self._cache: dict[bytes, State] = {}
         self._cache_size = cache_size
-        from rocksdict import Options, Rdict
+        from rocksdict import BlockBasedOptions, Options, Rdict, WriteOptions
 
         self._path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._options = Options(raw_mode=True)
         self._options.create_if_missing(True)
+        table = BlockBasedOptions()
+        table.set_bloom_filter(10, False)  # a new user's lookup rarely touches the disk
+        self._options.set_block_based_table_factory(table)
         self._db = Rdict(str(path), self._options)
+        # No write-ahead log: every value is in the changelog first, and the offset key is written in
+        # the same atomic batch, so after a crash the store is an older consistent state and
+        # restoring reads the changelog from there.
+        self._write_options = WriteOptions()
+        self._write_options.disable_wal = True
         raw = self._db.get(_OFFSET_KEY)
         self.changelog_offset = int(raw) if raw is not None else -1
 
@@ -112,12 +123,20 @@ class RocksStore:
         return None if raw is None else decode_state(key, raw)
 
     def save(self, states: dict[bytes, tuple[State, bytes]], changelog_offset: int) -> None:
-        self.save_raw({key: value for key, (_, value) in states.items()}, changelog_offset)
+        from rocksdict import WriteBatch
+
+        batch = WriteBatch(raw_mode=True)
+        put = batch.put
+        for key, (_, value) in states.items():
+            put(key, value)
+        self._write(batch, changelog_offset)
         cache = self._cache
+        pop = cache.pop
         for key, (state, _) in states.items():
+            pop(key, None)  # re-inserted at the end: the cache drops the least recently saved first
             cache[key] = state
         excess = len(cache) - self._cache_size
-        if excess > 0:  # drop the oldest entries (dicts keep insertion order)
+        if excess > 0:
             for key in list(itertools.islice(cache, excess)):
                 del cache[key]
 
@@ -127,11 +146,14 @@ class RocksStore:
         batch = WriteBatch(raw_mode=True)
         for key, value in values.items():
             batch.put(key, value)
-        batch.put(_OFFSET_KEY, str(changelog_offset).encode())
-        self._db.write(batch)  # atomic: values and offset together
-        self.changelog_offset = changelog_offset
+        self._write(batch, changelog_offset)
         for key in values:
             self._cache.pop(key, None)
+
+    def _write(self, batch: WriteBatch, changelog_offset: int) -> None:
+        batch.put(_OFFSET_KEY, str(changelog_offset).encode())
+        self._db.write(batch, self._write_options)  # atomic: values and offset together
+        self.changelog_offset = changelog_offset
 
     def states(self) -> Iterator[tuple[bytes, State]]:
         for key, value in self._db.items():
@@ -148,6 +170,7 @@ class RocksStore:
         self.changelog_offset = -1
 
     def close(self) -> None:
+        self._db.flush()  # without a WAL, unflushed memtables would have to come from the changelog
         self._db.close()
 
 

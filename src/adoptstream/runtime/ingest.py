@@ -73,10 +73,11 @@ class Ingest:
                     self._reject(rec, Outcome.INVALID, f"invalid: {exc.reason}", arrival_ms)
                     rejected[Outcome.INVALID] += 1
                     continue
+                user_key = event.user_id.encode()
                 append(
                     out_topic,
-                    records.user_partition(event.user_id, n),
-                    event.user_id.encode(),
+                    records.key_partition(user_key, n),
+                    user_key,
                     records.encode_event(event, src, rec.offset, arrival_ms),
                 )
             commit[tp] = recs[-1].offset + 1

@@ -215,13 +215,11 @@ class StateProcessor:
                 user = UserState()
             else:
                 add_user(user, -1)
-            sources = user.sources
             for value in values:
                 fields = loads(value)
                 src_partition, src_offset = fields[0], fields[1]
-                last = sources.get(src_partition)
-                if last is not None and src_offset <= last:
-                    continue  # a replay of a message already applied
+                if user.is_replay(src_partition, src_offset):
+                    continue
                 if len(fields) == 4:  # a future message of this user
                     user.reject_future(src_partition, src_offset)
                     continue
@@ -239,21 +237,22 @@ class StateProcessor:
     @staticmethod
     def _apply_invalid(owned: OwnedPartition, values: list[bytes], touched: dict[bytes, State]) -> None:
         store, totals = owned.store, owned.totals
+        sources: dict[bytes, SourceOutcomes] = {}
         for value in values:
             src_partition, src_offset, _, code = loads(value)
             key = source_key(src_partition)
-            source: SourceOutcomes | None = touched.get(key)  # type: ignore[assignment]
+            source = sources.get(key)
             if source is None:
                 source = store.load(key)  # type: ignore[assignment]
                 if source is None:
                     source = SourceOutcomes()
                 else:
                     totals.add_source(source, -1)
-                touched[key] = source
+                sources[key] = source
             source.apply(records.REJECTED[code], src_offset)
-        for key, state in touched.items():
-            if key[:1] != USER_PREFIX:
-                totals.add_source(state)  # type: ignore[arg-type]
+        for key, source in sources.items():
+            totals.add_source(source)
+            touched[key] = source
 
     def merged_totals(self) -> AdoptionTotals:
         """The totals of every owned partition, added up (what this worker exports)."""

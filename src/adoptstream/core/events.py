@@ -89,8 +89,7 @@ def parse_event(value: bytes | None) -> Event:
         raise InvalidEvent("type must be one of signup, exposure, use")
     if "ts" not in obj:
         raise InvalidEvent("ts missing")
-    ts = obj["ts"]
-    ts_ns = ts * NS_PER_MS if type(ts) is int else parse_ts_ns(ts)
+    ts_ns = parse_ts_ns(obj["ts"])
     cohort = get("cohort")
     if cohort is not None and (type(cohort) is not str or cohort not in _valid_cohorts):
         _check_cohort(cohort)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
@@ -26,6 +28,7 @@ from adoptstream.runtime.stats import WorkerStats
 from adoptstream.runtime.store import USER_PREFIX, PartitionStore, State, open_store, source_key
 
 log = logging.getLogger(__name__)
+S = TypeVar("S", UserState, SourceOutcomes)
 RESTORE_CHUNK = 50_000
 
 
@@ -203,18 +206,13 @@ class StateProcessor:
     def _apply_users(
         owned: OwnedPartition, by_user: dict[bytes, list[bytes]], touched: dict[bytes, State]
     ) -> int | None:
-        store, totals = owned.store, owned.totals
-        load, add_user = store.load, totals.add_user
+        store, add_user = owned.store, owned.totals.add_user
         types = records.EVENT_TYPES
         accepted = Outcome.ACCEPTED
         max_ts = -1 << 127
         for user_key, values in by_user.items():
             key = USER_PREFIX + user_key
-            user: UserState | None = load(key)  # type: ignore[assignment]
-            if user is None:
-                user = UserState()
-            else:
-                add_user(user, -1)
+            user: UserState = _load_for_update(store, key, UserState, add_user)
             for value in values:
                 fields = loads(value)
                 src_partition, src_offset = fields[0], fields[1]
@@ -243,12 +241,7 @@ class StateProcessor:
             key = source_key(src_partition)
             source = sources.get(key)
             if source is None:
-                source = store.load(key)  # type: ignore[assignment]
-                if source is None:
-                    source = SourceOutcomes()
-                else:
-                    totals.add_source(source, -1)
-                sources[key] = source
+                source = sources[key] = _load_for_update(store, key, SourceOutcomes, totals.add_source)
             source.apply(records.REJECTED[code], src_offset)
         for key, source in sources.items():
             totals.add_source(source)
@@ -260,3 +253,14 @@ class StateProcessor:
         for owned in list(self.owned.values()):
             merged.merge(owned.totals)
         return merged
+
+
+def _load_for_update(
+    store: PartitionStore, key: bytes, new: Callable[[], S], add: Callable[[S, int], None]
+) -> S:
+    """A state about to change in this batch: its old contribution is taken out of the totals."""
+    state = store.load(key)
+    if state is None:
+        return new()
+    add(state, -1)  # type: ignore[arg-type]
+    return state  # type: ignore[return-value]

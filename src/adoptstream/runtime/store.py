@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import itertools
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from adoptstream.core.state import SourceOutcomes, UserState
-
-if TYPE_CHECKING:
-    from rocksdict import WriteBatch
 
 State = UserState | SourceOutcomes
 USER_PREFIX = b"u"
@@ -123,13 +120,7 @@ class RocksStore:
         return None if raw is None else decode_state(key, raw)
 
     def save(self, states: dict[bytes, tuple[State, bytes]], changelog_offset: int) -> None:
-        from rocksdict import WriteBatch
-
-        batch = WriteBatch(raw_mode=True)
-        put = batch.put
-        for key, (_, value) in states.items():
-            put(key, value)
-        self._write(batch, changelog_offset)
+        self._write(((key, value) for key, (_, value) in states.items()), changelog_offset)
         cache = self._cache
         pop = cache.pop
         for key, (state, _) in states.items():
@@ -141,18 +132,20 @@ class RocksStore:
                 del cache[key]
 
     def save_raw(self, values: dict[bytes, bytes], changelog_offset: int) -> None:
-        from rocksdict import WriteBatch
-
-        batch = WriteBatch(raw_mode=True)
-        for key, value in values.items():
-            batch.put(key, value)
-        self._write(batch, changelog_offset)
+        self._write(values.items(), changelog_offset)
         for key in values:
             self._cache.pop(key, None)
 
-    def _write(self, batch: WriteBatch, changelog_offset: int) -> None:
-        batch.put(_OFFSET_KEY, str(changelog_offset).encode())
-        self._db.write(batch, self._write_options)  # atomic: values and offset together
+    def _write(self, values: Iterable[tuple[bytes, bytes]], changelog_offset: int) -> None:
+        """Values and the changelog offset they reflect, in one atomic batch."""
+        from rocksdict import WriteBatch
+
+        batch = WriteBatch(raw_mode=True)
+        put = batch.put
+        for key, value in values:
+            put(key, value)
+        put(_OFFSET_KEY, str(changelog_offset).encode())
+        self._db.write(batch, self._write_options)
         self.changelog_offset = changelog_offset
 
     def states(self) -> Iterator[tuple[bytes, State]]:

@@ -24,6 +24,15 @@ _HELP = {
     "store": "state store: rocksdb (durable local copy) or memory (rebuilt from the changelog)",
     "max_features": "cap on distinct feature label values; more fold into __overflow__",
     "max_cohorts": "cap on distinct cohort label values; more fold into __overflow__",
+    "session_timeout_ms": "how long the consumer groups wait for a worker that stopped heartbeating"
+    " (crashed, or stopped as a static member) before its partitions move to the others (the"
+    " broker allows group.min/max.session.timeout.ms, 6000-1800000 by default)",
+    "instance_id": "static group membership (Kafka group.instance.id): an id that stays the same"
+    " for one worker identity across restarts (e.g. the StatefulSet pod name) and is unique among"
+    " running workers. A restarted worker with the same id gets its partitions back at once. With"
+    " it, a worker that stops does not leave the groups: its partitions wait up to the session"
+    " timeout for it to come back. Without it (dynamic membership) a stop hands them over at once,"
+    " a crash after the session timeout",
 }
 
 
@@ -46,7 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             default=None,
             choices=choices,
             metavar=None if choices else name.upper().split("_")[-1],
-            help=f"{_HELP[name]} (env {env}; default {default})",
+            help=f"{_HELP[name]} (env {env}; default {'unset' if default is None else default})",
         )
     p.add_argument("--log-level", default=os.environ.get("ADOPTSTREAM_LOG_LEVEL", "INFO"))
     p.set_defaults(func=run)

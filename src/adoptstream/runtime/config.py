@@ -42,6 +42,8 @@ class WorkerConfig:
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 1_000
     worker_name: str = field(default_factory=lambda: os.uname().nodename)
+    # Kafka static membership (KIP-345): a stable id per worker identity, None = dynamic membership
+    instance_id: str | None = None
 
     def __post_init__(self) -> None:
         parse_broker(self.broker)
@@ -55,6 +57,13 @@ class WorkerConfig:
             raise ConfigError("label caps must be >= 1")
         if not self.topic or any(c not in _TOPIC_CHARS for c in self.topic):
             raise ConfigError(f"topic {self.topic!r}: use letters, digits, '.', '_' and '-'")
+        if self.heartbeat_interval_ms < 1 or self.session_timeout_ms <= self.heartbeat_interval_ms:
+            raise ConfigError(
+                f"session timeout {self.session_timeout_ms} ms must be longer than the heartbeat "
+                f"interval ({self.heartbeat_interval_ms} ms)"
+            )
+        if self.instance_id is not None:
+            check_instance_id(self.instance_id)
         self.data_dir = Path(self.data_dir)
 
     @property
@@ -86,6 +95,20 @@ class WorkerConfig:
         return self.data_dir / self.app_id / "state"
 
 
+def check_instance_id(value: str) -> None:
+    """A group.instance.id: 1-200 characters, ASCII letters, digits, '.', '_' and '-'."""
+    if not value:
+        raise ConfigError("instance id is empty: leave it unset for dynamic group membership")
+    if len(value) > _MAX_INSTANCE_ID:
+        raise ConfigError(f"instance id is {len(value)} characters long, at most {_MAX_INSTANCE_ID}")
+    bad = sorted({c for c in value if c not in _TOPIC_CHARS})
+    if bad:
+        raise ConfigError(
+            f"instance id {value!r} contains {''.join(bad)!r}: use letters, digits, '.', '_' and '-'"
+        )
+
+
+_MAX_INSTANCE_ID = 200
 _TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 # config field -> environment variable that sets it (the CLI flag wins)
@@ -101,4 +124,6 @@ ENV_VARS: dict[str, str] = {
     "store": "ADOPTSTREAM_STORE",
     "max_features": "ADOPTSTREAM_MAX_FEATURES",
     "max_cohorts": "ADOPTSTREAM_MAX_COHORTS",
+    "session_timeout_ms": "ADOPTSTREAM_SESSION_TIMEOUT_MS",
+    "instance_id": "ADOPTSTREAM_INSTANCE_ID",
 }

@@ -75,6 +75,10 @@ class Worker:
         return AIOKafkaConsumer(
             bootstrap_servers=c.bootstrap_servers,
             group_id=group,
+            # Static membership (KIP-345) when set: a replacement with the same id takes over the old
+            # member's partitions without waiting for its session to expire; stop() sends no
+            # LeaveGroup then. One id serves both groups: it is unique per group, and they differ.
+            group_instance_id=c.instance_id,
             client_id=f"{c.app_id}-{c.worker_name}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -130,10 +134,11 @@ class Worker:
         await self.state_consumer.start()
         self.ready = True
         log.info(
-            "worker %s up: topic %s (%d by-user partitions), metrics at http://%s:%d/metrics",
+            "worker %s up: topic %s (%d by-user partitions), %s, metrics at http://%s:%d/metrics",
             c.worker_name,
             c.topic,
             by_user,
+            f"static group member {c.instance_id!r}" if c.instance_id else "dynamic group membership",
             c.web_host,
             self._web.port,
         )
@@ -253,7 +258,11 @@ class Worker:
         self._stopping.set()
 
     async def close(self) -> None:
-        """Leave the groups cleanly and release everything."""
+        """Stop the consumers and release everything.
+
+        The consumers leave their groups (their partitions move at once), except as static members
+        (`instance_id`): then the partitions wait up to the session timeout for the same id to return.
+        """
         self.ready = False
         for consumer in (self.ingest_consumer, self.state_consumer):
             if consumer is not None:

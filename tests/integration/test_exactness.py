@@ -161,3 +161,44 @@ def test_dead_letters_byte_for_byte(kafka_broker, unique_topic, tmp_path: Path) 
             assert headers["adoptstream-reason"].startswith(b"invalid: ")
     finally:
         w.stop()
+
+
+def test_replacement_with_the_same_instance_id_takes_over_before_the_session_timeout(
+    kafka_broker, unique_topic, tmp_path: Path
+) -> None:
+    """Static membership: a SIGKILLed worker's replacement (same instance id, same data dir) is exact
+    again long before the dead member's session would have expired (45 s here). Without the instance
+    id both groups would wait out those 45 s before handing over any partition."""
+    session_s, within_s = 45, 25
+    msgs = build_dataset(n_users=1500, seed=13)
+    half = len(msgs) // 2
+    flags = ["--instance-id", "adoptstream-0", "--session-timeout-ms", str(session_s * 1000)]
+
+    def worker() -> WorkerProcess:
+        return WorkerProcess(
+            kafka_broker.bootstrap, unique_topic, tmp_path / "w", app_id=unique_topic, extra=flags
+        )
+
+    w = worker().start()
+    try:
+        w.wait_ready()
+        publish_ns = time.time_ns()
+        publish_librdkafka(kafka_broker.bootstrap, unique_topic, msgs[:half])
+        wait_for_all([w], half)
+        assert_exact([w], msgs[:half], publish_ns)
+        w.kill()
+        killed = time.monotonic()
+        # input arriving after the kill: exact again needs both groups (ingest and state) handed over
+        publish_librdkafka(kafka_broker.bootstrap, unique_topic, msgs[half:])
+        replacement = worker().start()
+        try:
+            replacement.wait_ready(timeout_s=killed + within_s - time.monotonic())
+            wait_for_all([replacement], len(msgs), timeout_s=killed + within_s - time.monotonic())
+            took = time.monotonic() - killed
+            assert_exact([replacement], msgs, publish_ns)
+            assert took < within_s < session_s
+            print(f"replacement exact {took:.1f} s after the kill (session timeout {session_s} s)")
+        finally:
+            replacement.stop()
+    finally:
+        w.kill()

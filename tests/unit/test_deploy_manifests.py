@@ -195,6 +195,18 @@ def test_statefulset_has_a_headless_service_and_a_disruption_budget() -> None:
         assert sts["spec"].get("podManagementPolicy") == "Parallel"
 
 
+def test_statefulset_pods_are_static_group_members_named_after_the_pod() -> None:
+    """ADOPTSTREAM_INSTANCE_ID from the pod name: stable across restarts, unique among running pods."""
+    for path, doc in workloads():
+        if doc["kind"] != "StatefulSet":
+            continue
+        for container in doc["spec"]["template"]["spec"]["containers"]:
+            items = {item["name"]: item for item in container.get("env", [])}
+            item = items.get("ADOPTSTREAM_INSTANCE_ID")
+            assert item, f"{path}: container {container['name']} sets no ADOPTSTREAM_INSTANCE_ID"
+            assert item.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name", path
+
+
 def test_workers_are_scraped_exactly_once_per_setup() -> None:
     """Annotations in the base, a ServiceMonitor in the operator overlay which turns the annotations off."""
     base = [doc for path, doc in workloads() if path.parent == K8S]

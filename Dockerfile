@@ -15,8 +15,9 @@ COPY src ./src
 RUN /opt/adoptstream/bin/pip install . && /opt/adoptstream/bin/adoptstream --version
 
 FROM python:${PYTHON_VERSION}-slim
-# tini as PID 1 forwards SIGTERM to the worker (which then commits, flushes its RocksDB state and leaves
-# the consumer group) and reaps children.
+# tini as PID 1 forwards SIGTERM to the worker (which then stops its consumers, leaving the consumer
+# groups unless it is a static member with ADOPTSTREAM_INSTANCE_ID, and flushes its RocksDB state) and
+# reaps children.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends tini \
  && rm -rf /var/lib/apt/lists/* \

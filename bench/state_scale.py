@@ -1,6 +1,7 @@
 """State scale, memory over time, and recovery of one adoptstream worker.
 
     .venv/bin/python bench/state_scale.py scale    [--users 1000000] [--recovery] [--json OUT]
+                                                   [--membership static|dynamic]
     .venv/bin/python bench/state_scale.py soak     [--users 100000 --rate 5000 --duration 180]
                                                    [--mode new|replay]
 
@@ -12,6 +13,10 @@ scale: every user gets a compact story (a signup, 1-3 exposures to Zipf-popular 
     a) SIGKILL the worker, start a replacement on the SAME data dir (local RocksDB + changelog tail);
     b) SIGKILL it, start a replacement on an EMPTY data dir (whole changelog restored);
   each timed from the kill until /metrics shows exactly the contract numbers of before the kill.
+  --membership static (default): the loaded worker and both replacements run with one --instance-id
+  (Kafka static membership), so a replacement takes the partitions over at once and the times measure
+  the restore; dynamic: no instance id, the times include the dead member's 10 s session timeout.
+  The result's "membership" says which.
 soak: constant user count; traffic at --rate over the same --users users for --duration s, RSS
   sampled every 5 s. --mode new: fresh events (new event ids: each accepted id is remembered for the
   contract's 24 h dedup window, so state grows by design until ids age out); --mode replay: the same
@@ -202,7 +207,11 @@ def run_scale(args: argparse.Namespace) -> dict:
         common.create_topic(bootstrap, topic)
         now_ms = time.time_ns() // 1_000_000
         data_dir = Path(tmp) / "w1"
-        w = common.Worker(bootstrap, topic, data_dir, app_id)
+        # static: every replacement takes over the killed worker's group membership at once
+        member = ["--instance-id", f"{app_id}-w"] if args.membership == "static" else []
+        out["membership"] = f"static (--instance-id {app_id}-w)" if member else "dynamic (no --instance-id)"
+        log(f"group membership: {out['membership']}")
+        w = common.Worker(bootstrap, topic, data_dir, app_id, extra=member)
         with common.workers_cleanup([w]) as live:
             w.start()
             w.wait_ready()
@@ -224,7 +233,7 @@ def run_scale(args: argparse.Namespace) -> dict:
                 # a) kill, restart on the same data dir
                 w.kill()
                 t_kill = time.time()
-                w2 = common.Worker(bootstrap, topic, data_dir, app_id)
+                w2 = common.Worker(bootstrap, topic, data_dir, app_id, extra=member)
                 live.append(w2)
                 w2.start()
                 took, diff = time_until_exact([w2], reference, t_kill)
@@ -234,7 +243,7 @@ def run_scale(args: argparse.Namespace) -> dict:
                 # b) kill, restart on an empty data dir: the whole changelog is read back
                 w2.kill()
                 t_kill = time.time()
-                w3 = common.Worker(bootstrap, topic, Path(tmp) / "w3-empty", app_id)
+                w3 = common.Worker(bootstrap, topic, Path(tmp) / "w3-empty", app_id, extra=member)
                 live.append(w3)
                 w3.start()
                 took, diff = time_until_exact([w3], reference, t_kill)
@@ -322,6 +331,9 @@ def main() -> int:
     p.add_argument("mode", choices=["scale", "soak"])
     p.add_argument("--users", type=int)
     p.add_argument("--recovery", action="store_true", help="scale: also time SIGKILL recoveries")
+    p.add_argument("--membership", choices=["static", "dynamic"], default="static",
+                   help="scale: the worker and its replacements share one --instance-id (static, default) "
+                        "or have none (dynamic: recoveries include the 10 s session timeout)")
     p.add_argument("--rate", type=float, default=5000)
     p.add_argument("--duration", type=float, default=180)
     p.add_argument("--mode", dest="soak_mode", choices=["new", "replay"], default="new")

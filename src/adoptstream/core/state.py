@@ -7,7 +7,7 @@ Replays of internal records are recognised by their source coordinates (input pa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from adoptstream.core.codec import dumps, loads
 from adoptstream.core.events import Event, Outcome
@@ -38,18 +38,39 @@ class FeatureState:
     uses: int = 0
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class UserState:
     """Everything adoptstream keeps about one user."""
 
-    signup_ns: int | None = None
-    signup_cohort: str | None = None
-    features: dict[str, FeatureState] = field(default_factory=dict)
-    accepted: int = 0
-    duplicates: int = 0
-    seen: dict[str, int] = field(default_factory=dict)  # event_id -> arrival ms
-    sources: dict[int, int] = field(default_factory=dict)  # input partition -> last offset applied
-    future: int = 0  # messages of this user rejected as too far ahead of the clock
+    signup_ns: int | None
+    signup_cohort: str | None
+    features: dict[str, FeatureState]
+    accepted: int
+    duplicates: int
+    seen: dict[str, int]  # event_id -> arrival ms
+    sources: dict[int, int]  # input partition -> last offset applied
+    future: int  # messages of this user rejected as too far ahead of the clock
+
+    def __init__(
+        self,
+        signup_ns: int | None = None,
+        signup_cohort: str | None = None,
+        features: dict[str, FeatureState] | None = None,
+        accepted: int = 0,
+        duplicates: int = 0,
+        seen: dict[str, int] | None = None,
+        sources: dict[int, int] | None = None,
+        future: int = 0,
+    ) -> None:
+        # written out (not default_factory): a new state per first-seen user is on the hot path
+        self.signup_ns = signup_ns
+        self.signup_cohort = signup_cohort
+        self.features = {} if features is None else features
+        self.accepted = accepted
+        self.duplicates = duplicates
+        self.seen = {} if seen is None else seen
+        self.sources = {} if sources is None else sources
+        self.future = future
 
     def is_replay(self, src_partition: int, src_offset: int) -> bool:
         """True when this input message was already applied (a retry or a crash replay)."""
@@ -127,10 +148,9 @@ class UserState:
 
     def encode(self) -> bytes:
         """Compact, versioned serialization (changelog value and store value)."""
-        feats = {
-            name: [f.exposure_ns, f.exposure_cohort, f.first_use_ns, f.last_use_ns, f.uses]
-            for name, f in self.features.items()
-        }
+        feats = {}
+        for name, f in self.features.items():
+            feats[name] = [f.exposure_ns, f.exposure_cohort, f.first_use_ns, f.last_use_ns, f.uses]
         return dumps(
             [
                 _STATE_VERSION,
@@ -140,7 +160,7 @@ class UserState:
                 self.duplicates,
                 feats,
                 self.seen,
-                [[p, o] for p, o in self.sources.items()],
+                list(self.sources.items()),  # pairs: JSON object keys would be strings
                 self.future,
             ]
         )
@@ -158,7 +178,7 @@ class UserState:
             accepted,
             duplicates,
             seen,
-            {p: o for p, o in sources},
+            dict(sources),
             rest[0] if rest else 0,
         )
 

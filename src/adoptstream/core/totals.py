@@ -73,36 +73,45 @@ class AdoptionTotals:
 
     def add_user(self, user: UserState, sign: int = 1) -> None:
         """Add (sign=+1) or remove (sign=-1) one user's contribution."""
-        self.outcomes["accepted"] += sign * user.accepted
-        self.outcomes["duplicate"] += sign * user.duplicates
+        outcomes = self.outcomes
+        outcomes["accepted"] += sign * user.accepted
+        outcomes["duplicate"] += sign * user.duplicates
         if user.future:
-            self.outcomes["future"] += sign * user.future
+            outcomes["future"] += sign * user.future
+        feature_users, uses, active_hours = self.feature_users, self.uses, self.active_hours
+        exposed, adopted, ttfu = self.exposed, self.adopted, self.ttfu
         first_use_any: int | None = None
         last_use_any: int | None = None
         for name, fs in user.features.items():
-            self.feature_users[name] += sign
+            feature_users[name] += sign
+            last_use = fs.last_use_ns
             if fs.uses:
-                self.uses[name] += sign * fs.uses
-            if fs.last_use_ns is not None:
-                self.active_hours[name][fs.last_use_ns // HOUR_NS] += sign
-                if last_use_any is None or fs.last_use_ns > last_use_any:
-                    last_use_any = fs.last_use_ns
-                if first_use_any is None or fs.first_use_ns < first_use_any:  # type: ignore[operator]
-                    first_use_any = fs.first_use_ns
-            if fs.exposure_ns is not None:
+                uses[name] += sign * fs.uses
+            if last_use is not None:
+                active_hours[name][last_use // HOUR_NS] += sign
+                first_use: int = fs.first_use_ns  # type: ignore[assignment]
+                if last_use_any is None:
+                    first_use_any, last_use_any = first_use, last_use
+                else:
+                    if last_use > last_use_any:
+                        last_use_any = last_use
+                    if first_use < first_use_any:  # type: ignore[operator]
+                        first_use_any = first_use
+            exposure = fs.exposure_ns
+            if exposure is not None:
                 key = (name, fs.exposure_cohort or UNASSIGNED)
-                self.exposed[key] += sign
+                exposed[key] += sign
                 if fs.first_use_ns is not None:
-                    self.adopted[key] += sign
-                    self.ttfu[name].observe(max(0, fs.first_use_ns - fs.exposure_ns), sign)
+                    adopted[key] += sign
+                    ttfu[name].observe(max(0, fs.first_use_ns - exposure), sign)
         if last_use_any is not None:
-            self.active_hours[ANY_FEATURE][last_use_any // HOUR_NS] += sign
+            active_hours[ANY_FEATURE][last_use_any // HOUR_NS] += sign
         if user.signup_ns is not None:
             key = (ANY_FEATURE, user.signup_cohort or UNASSIGNED)
-            self.exposed[key] += sign
+            exposed[key] += sign
             if first_use_any is not None:
-                self.adopted[key] += sign
-                self.ttfu[ANY_FEATURE].observe(max(0, first_use_any - user.signup_ns), sign)
+                adopted[key] += sign
+                ttfu[ANY_FEATURE].observe(max(0, first_use_any - user.signup_ns), sign)
 
     def add_source(self, source: SourceOutcomes, sign: int = 1) -> None:
         """Add or remove the invalid/future counts of one input partition."""

@@ -147,8 +147,10 @@ class StateProcessor:
         commit: dict[TopicPartition, int] = {}
         total = 0
         last_ts = self._stats.last_event_ts_ns
+        append = self._sender.append
         for tp, recs in batch.items():
-            owned = self.owned.get(tp.partition)
+            partition = tp.partition
+            owned = self.owned.get(partition)
             if owned is None:
                 continue  # revoked while fetched
             touched, ts = self._apply(owned, recs)
@@ -157,7 +159,7 @@ class StateProcessor:
             values: dict[bytes, tuple[State, bytes]] = {}
             for key, state in touched.items():
                 value = state.encode()
-                self._sender.append(changelog, tp.partition, key, value)
+                append(changelog, partition, key, value)
                 values[key] = (state, value)
             saved.append((owned, values))
             commit[tp] = recs[-1].offset + 1
@@ -181,56 +183,45 @@ class StateProcessor:
     ) -> tuple[dict[bytes, State], int | None]:
         """Apply records to their states in place; return the touched states and the max accepted ts.
 
-        Records are grouped by user first (keeping each user's order), so every touched state is
-        loaded, taken out of the totals, updated, and put back exactly once per batch.
+        One pass in offset order: a user's state is loaded (and its old contribution taken out of
+        the totals) at its first record in the batch; its new contribution is put back once, after
+        the batch, so every touched state is loaded, updated and written exactly once per batch.
         """
-        by_user: dict[bytes, list[bytes]] = {}
-        invalid: list[bytes] = []
-        for rec in recs:
-            key = rec.key
-            if key is None:  # an invalid message, counted per input partition
-                invalid.append(rec.value)
-                continue
-            values = by_user.get(key)
-            if values is None:
-                by_user[key] = [rec.value]
-            else:
-                values.append(rec.value)
-        touched: dict[bytes, State] = {}
-        max_ts = self._apply_users(owned, by_user, touched)
-        if invalid:
-            self._apply_invalid(owned, invalid, touched)
-        return touched, max_ts
-
-    @staticmethod
-    def _apply_users(
-        owned: OwnedPartition, by_user: dict[bytes, list[bytes]], touched: dict[bytes, State]
-    ) -> int | None:
         store, add_user = owned.store, owned.totals.add_user
         types = records.EVENT_TYPES
         accepted = Outcome.ACCEPTED
+        users: dict[bytes, UserState] = {}
+        invalid: list[bytes] = []
         max_ts = -1 << 127
-        for user_key, values in by_user.items():
-            key = USER_PREFIX + user_key
-            user: UserState = _load_for_update(store, key, UserState, add_user)
-            for value in values:
-                fields = loads(value)
-                src_partition, src_offset = fields[0], fields[1]
-                if user.is_replay(src_partition, src_offset):
-                    continue
-                if len(fields) == 4:  # a future message of this user
-                    user.reject_future(src_partition, src_offset)
-                    continue
-                _, _, arrival_ms, event_id, tcode, feature, ts_ns, cohort = fields
-                outcome = user.apply_fields(
-                    event_id, types[tcode], feature, ts_ns, cohort, arrival_ms, src_partition, src_offset
-                )
-                if outcome is accepted and ts_ns > max_ts:
-                    max_ts = ts_ns
+        for rec in recs:
+            user_key = rec.key
+            if user_key is None:  # an invalid message, counted per input partition
+                invalid.append(rec.value)
+                continue
+            user = users.get(user_key)
+            if user is None:
+                user = users[user_key] = _load_for_update(store, USER_PREFIX + user_key, UserState, add_user)
+            fields = loads(rec.value)
+            src_partition, src_offset = fields[0], fields[1]
+            if user.is_replay(src_partition, src_offset):
+                continue
+            if len(fields) == 4:  # a future message of this user
+                user.reject_future(src_partition, src_offset)
+                continue
+            _, _, arrival_ms, event_id, tcode, feature, ts_ns, cohort = fields
+            outcome = user.apply_fields(
+                event_id, types[tcode], feature, ts_ns, cohort, arrival_ms, src_partition, src_offset
+            )
+            if outcome is accepted and ts_ns > max_ts:
+                max_ts = ts_ns
+        touched: dict[bytes, State] = {}
+        for user_key, user in users.items():
             user.prune_seen()
             add_user(user)
-            touched[key] = user
-        return None if max_ts == -1 << 127 else max_ts
+            touched[USER_PREFIX + user_key] = user
+        if invalid:
+            self._apply_invalid(owned, invalid, touched)
+        return touched, None if max_ts == -1 << 127 else max_ts
 
     @staticmethod
     def _apply_invalid(owned: OwnedPartition, values: list[bytes], touched: dict[bytes, State]) -> None:

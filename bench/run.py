@@ -16,8 +16,8 @@ offset 0 with its own consumer group / app id, one after the other (never concur
 
 Clock (identical rule for every contender): from the first record seen to the last record applied.
   raw / faust: measured inside the contender (time.time() at the first and the N-th message).
-  adoptstream: first = CreateTime of the earliest record in its by-user topic (written by the ingest
-  stage right after it parsed the first input record); last = the /metrics scrape (every 100 ms)
+  adoptstream: first = CreateTime of the earliest record in its by-user topic (the time the ingest
+  stage received the first input batch, before parsing it); last = the /metrics scrape (every 100 ms)
   whose sum of adoptstream_events_total is N (conservative by up to one poll interval).
 CPU s per million events = utime+stime of the contender process between those two moments.
 Peak RSS = VmHWM of the contender process. Startup (interpreter, group join) is not in the clock.

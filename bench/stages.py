@@ -29,6 +29,7 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from adoptstream.core.totals import AdoptionTotals
+from adoptstream.runtime import records
 from adoptstream.runtime.config import WorkerConfig
 from adoptstream.runtime.ingest import Ingest
 from adoptstream.runtime.processor import OwnedPartition, StateProcessor
@@ -69,7 +70,15 @@ class ListSender:
     def __init__(self) -> None:
         self.out: list[tuple[str, int, bytes | None, bytes | None]] = []
 
-    def append(self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers=()) -> None:
+    def append(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers=(),
+        timestamp_ms=None,
+    ) -> None:
         self.out.append((topic, partition, key, value))
 
     async def flush(self) -> list:
@@ -82,10 +91,13 @@ def record(topic: str, partition: int, offset: int, key: bytes | None, value: by
     )
 
 
-def batches(recs: list[ConsumerRecord]) -> Iterator[dict[TopicPartition, list[ConsumerRecord]]]:
-    for i in range(0, len(recs), BATCH):
+def batches(
+    recs: list[ConsumerRecord], size: int = BATCH
+) -> Iterator[dict[TopicPartition, list[ConsumerRecord]]]:
+    """`getmany`-shaped batches of at most `size` records (the worker's limits: see Worker.run)."""
+    for i in range(0, len(recs), size):
         batch: dict[TopicPartition, list[ConsumerRecord]] = {}
-        for r in recs[i : i + BATCH]:
+        for r in recs[i : i + size]:
             batch.setdefault(TopicPartition(r.topic, r.partition), []).append(r)
         yield batch
 
@@ -121,7 +133,7 @@ async def run(lines: list[bytes], store: str, stop: str) -> None:
     if stop == "prep":
         return
     c2 = time.process_time()
-    for batch in batches(by_user):
+    for batch in batches(by_user, max(1, BATCH // records.PACK_MAX_ENTRIES)):
         await proc.process(batch)
     c3 = time.process_time()
     n = len(lines)

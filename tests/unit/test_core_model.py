@@ -327,7 +327,7 @@ class Runtime:
         self.outcomes: dict[tuple[int, int], Outcome] = {}  # (src partition, offset) -> outcome
         self.clock_ms = now_ns // MS - 3_600_000  # arrivals within the last hour: no pruning
 
-    # stage 1 (ingest.py)
+    # stage 1 (ingest.py); one entry per by-user record here, so that replays can start anywhere
     def ingest(self, coords: Sequence[tuple[int, int]], raws: Sequence[bytes | None]) -> None:
         for (src, offset), raw in zip(coords, raws, strict=True):
             self.clock_ms += 1
@@ -335,54 +335,26 @@ class Runtime:
                 event = parse_event(raw)
                 if is_future(event.ts_ns, self.now_ns):  # counted in the user's state
                     part = self.parts[self.part_of_user(event.user_id)]
-                    value = records.encode_rejection(Outcome.FUTURE, src, offset, self.clock_ms)
-                    part.log.append((event.user_id.encode(), value))
+                    entry = records.rejection_entry(Outcome.FUTURE, src, offset, self.clock_ms, event.user_id)
+                    part.log.append((None, *records.packs([entry])))
                     continue
             except InvalidEvent:
                 self._reject(Outcome.INVALID, src, offset)
                 continue
             part = self.parts[self.part_of_user(event.user_id)]
-            part.log.append((event.user_id.encode(), records.encode_event(event, src, offset, self.clock_ms)))
+            part.log.append((None, *records.packs([records.event_entry(event, src, offset, self.clock_ms)])))
 
     def _reject(self, outcome: Outcome, src: int, offset: int) -> None:
         part = self.parts[records.rejection_partition(src, len(self.parts))]
-        part.log.append((None, records.encode_rejection(outcome, src, offset, self.clock_ms)))
+        entry = records.rejection_entry(outcome, src, offset, self.clock_ms)
+        part.log.append((None, *records.packs([entry])))
 
     # stage 2 (processor.py StateProcessor._apply)
     def process(self, part: PartitionSim, batch: Sequence[tuple[bytes | None, bytes]]) -> None:
         touched: dict[bytes, UserState | SourceOutcomes] = {}
         for key, value in batch:
-            rec = records.decode(key, value)
-            if key is not None:
-                skey = b"u" + key
-                user = touched.get(skey)
-                if user is None:
-                    user = part.load(skey)
-                    if user is None:
-                        user = UserState()
-                    else:
-                        part.totals.add_user(user, -1)  # type: ignore[arg-type]
-                    touched[skey] = user
-                if user.is_replay(rec.src_partition, rec.src_offset):  # type: ignore[union-attr]
-                    continue
-                if isinstance(rec, records.RejectionRecord):  # future
-                    user.reject_future(rec.src_partition, rec.src_offset)  # type: ignore[union-attr]
-                    self._record(rec.src_partition, rec.src_offset, Outcome.FUTURE)
-                    continue
-                outcome = user.apply(rec.event, rec.arrival_ms, rec.src_partition, rec.src_offset)  # type: ignore[union-attr]
-                self._record(rec.src_partition, rec.src_offset, outcome)
-            else:
-                skey = b"s%d" % rec.src_partition
-                source = touched.get(skey)
-                if source is None:
-                    source = part.load(skey)
-                    if source is None:
-                        source = SourceOutcomes()
-                    else:
-                        part.totals.add_source(source, -1)  # type: ignore[arg-type]
-                    touched[skey] = source
-                if source.apply(rec.outcome, rec.src_offset):  # type: ignore[union-attr]
-                    self._record(rec.src_partition, rec.src_offset, rec.outcome)
+            for entry in records.unpack(key, value):
+                self._process_entry(part, records.decode(entry), touched)
         for skey, state in touched.items():
             if isinstance(state, UserState):
                 state.prune_seen()
@@ -390,6 +362,45 @@ class Runtime:
             else:
                 part.totals.add_source(state)
             part.save(skey, state)
+
+    def _process_entry(
+        self,
+        part: PartitionSim,
+        rec: records.EventRecord | records.RejectionRecord,
+        touched: dict[bytes, UserState | SourceOutcomes],
+    ) -> None:
+        user_id = rec.event.user_id if isinstance(rec, records.EventRecord) else rec.user_id
+        if user_id is not None:
+            skey = b"u" + user_id.encode()
+            user = touched.get(skey)
+            if user is None:
+                user = part.load(skey)
+                if user is None:
+                    user = UserState()
+                else:
+                    part.totals.add_user(user, -1)  # type: ignore[arg-type]
+                touched[skey] = user
+            if user.is_replay(rec.src_partition, rec.src_offset):  # type: ignore[union-attr]
+                return
+            if isinstance(rec, records.RejectionRecord):  # future
+                user.reject_future(rec.src_partition, rec.src_offset)  # type: ignore[union-attr]
+                self._record(rec.src_partition, rec.src_offset, Outcome.FUTURE)
+                return
+            outcome = user.apply(rec.event, rec.arrival_ms, rec.src_partition, rec.src_offset)  # type: ignore[union-attr]
+            self._record(rec.src_partition, rec.src_offset, outcome)
+        else:
+            assert isinstance(rec, records.RejectionRecord)
+            skey = b"s%d" % rec.src_partition
+            source = touched.get(skey)
+            if source is None:
+                source = part.load(skey)
+                if source is None:
+                    source = SourceOutcomes()
+                else:
+                    part.totals.add_source(source, -1)  # type: ignore[arg-type]
+                touched[skey] = source
+            if source.apply(rec.outcome, rec.src_offset):  # type: ignore[union-attr]
+                self._record(rec.src_partition, rec.src_offset, rec.outcome)
 
     def _record(self, src: int, offset: int, outcome: Outcome) -> None:
         assert (src, offset) not in self.outcomes, f"message {src}/{offset} got a second outcome {outcome}"

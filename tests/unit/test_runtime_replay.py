@@ -26,7 +26,7 @@ class ListSender:
     def __init__(self) -> None:
         self.out: list[tuple[str, int, bytes | None, bytes | None]] = []
 
-    def append(self, topic, partition, key, value, headers=()) -> None:
+    def append(self, topic, partition, key, value, headers=(), timestamp_ms=None) -> None:
         self.out.append((topic, partition, key, value))
 
     async def flush(self) -> list:

@@ -1,8 +1,9 @@
 """Stage 1: read the input topic with any partitioning, validate, and re-key every message by user.
 
-Valid events go to the by-user topic, partitioned by user; invalid and future messages go byte for
-byte (key and value) to the dead-letter topic with the reason in a header, and a small rejection
-record goes to the by-user topic so that the outcome counts stay exact. Input offsets are committed
+Valid events go to the by-user topic, partitioned by user, packed many to a record (records.py);
+invalid and future messages go byte for byte (key and value) to the dead-letter topic with the
+reason in a header, and a small rejection entry goes to the by-user topic so that the outcome
+counts stay exact. Input offsets are committed
 only after every output is acknowledged.
 """
 
@@ -48,9 +49,10 @@ class Ingest:
         started = time.perf_counter()
         now_ns = time.time_ns()
         arrival_ms = now_ns // 1_000_000
-        out_topic = self._config.repartition_topic
-        append = self._sender.append
         n = self._by_user
+        partition_of = records.key_partition
+        event_entry = records.event_entry
+        packs: dict[int, list[records.Entry]] = {}  # by-user partition -> entries, in input order
         rejected = {Outcome.INVALID: 0, Outcome.FUTURE: 0}
         commit: dict[TopicPartition, int] = {}
         total = 0
@@ -61,6 +63,7 @@ class Ingest:
                     event = parse_event(rec.value)
                     if is_future(event.ts_ns, now_ns):
                         self._reject(
+                            packs,
                             rec,
                             Outcome.FUTURE,
                             "future: ts more than 5 minutes ahead",
@@ -70,18 +73,22 @@ class Ingest:
                         rejected[Outcome.FUTURE] += 1
                         continue
                 except InvalidEvent as exc:
-                    self._reject(rec, Outcome.INVALID, f"invalid: {exc.reason}", arrival_ms)
+                    self._reject(packs, rec, Outcome.INVALID, f"invalid: {exc.reason}", arrival_ms)
                     rejected[Outcome.INVALID] += 1
                     continue
-                user_key = event.user_id.encode()
-                append(
-                    out_topic,
-                    records.key_partition(user_key, n),
-                    user_key,
-                    records.encode_event(event, src, rec.offset, arrival_ms),
-                )
+                entry = event_entry(event, src, rec.offset, arrival_ms)
+                partition = partition_of(event.user_id.encode(), n)
+                pack = packs.get(partition)
+                if pack is None:
+                    packs[partition] = [entry]
+                else:
+                    pack.append(entry)
             commit[tp] = recs[-1].offset + 1
             total += len(recs)
+        out_topic, append = self._config.repartition_topic, self._sender.append
+        for partition, entries in packs.items():
+            for value in records.packs(entries):  # CreateTime: when this batch arrived
+                append(out_topic, partition, None, value, timestamp_ms=arrival_ms)
         await self._sender.flush()
         stats = self._stats
         stats.processed.labels("ingest").inc(total)
@@ -92,7 +99,13 @@ class Ingest:
         return commit
 
     def _reject(
-        self, rec: ConsumerRecord, outcome: Outcome, reason: str, arrival_ms: int, user_id: str | None = None
+        self,
+        packs: dict[int, list[records.Entry]],
+        rec: ConsumerRecord,
+        outcome: Outcome,
+        reason: str,
+        arrival_ms: int,
+        user_id: str | None = None,
     ) -> None:
         headers = [
             *(rec.headers or ()),
@@ -104,12 +117,8 @@ class Ingest:
             self._config.dlq_topic, rec.partition % self._dlq_partitions, rec.key, rec.value, headers
         )
         if user_id is None:  # invalid: counted per input partition
-            partition, key = records.rejection_partition(rec.partition, self._by_user), None
+            partition = records.rejection_partition(rec.partition, self._by_user)
         else:  # future: counted in the user's state
-            partition, key = records.user_partition(user_id, self._by_user), user_id.encode()
-        self._sender.append(
-            self._config.repartition_topic,
-            partition,
-            key,
-            records.encode_rejection(outcome, rec.partition, rec.offset, arrival_ms),
-        )
+            partition = records.user_partition(user_id, self._by_user)
+        entry = records.rejection_entry(outcome, rec.partition, rec.offset, arrival_ms, user_id)
+        packs.setdefault(partition, []).append(entry)

@@ -1,7 +1,7 @@
-"""Stage 2: apply by-user records to exact per-user state, durable through a compacted changelog.
+"""Stage 2: apply by-user entries to exact per-user state, durable through a compacted changelog.
 
 Per batch and partition: every touched user is loaded once, its old contribution is taken out of the
-partition's totals, its records are applied (replays skipped by source offset), its new contribution
+partition's totals, its entries are applied (replays skipped by source offset), its new contribution
 is put back, and its state is written once to the changelog. Only after the changelog acknowledged
 everything are the local store and the input offsets advanced, so a crash at any point loses nothing
 and counts nothing twice.
@@ -17,7 +17,6 @@ from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from adoptstream.core.codec import loads
 from adoptstream.core.events import Outcome
 from adoptstream.core.state import SourceOutcomes, UserState
 from adoptstream.core.totals import AdoptionTotals
@@ -25,7 +24,7 @@ from adoptstream.runtime import records
 from adoptstream.runtime.config import WorkerConfig
 from adoptstream.runtime.sender import BatchSender
 from adoptstream.runtime.stats import WorkerStats
-from adoptstream.runtime.store import USER_PREFIX, PartitionStore, State, open_store, source_key
+from adoptstream.runtime.store import USER_PREFIX, PartitionStore, State, open_store, source_key, user_key
 
 log = logging.getLogger(__name__)
 S = TypeVar("S", UserState, SourceOutcomes)
@@ -153,7 +152,7 @@ class StateProcessor:
             owned = self.owned.get(partition)
             if owned is None:
                 continue  # revoked while fetched
-            touched, ts = self._apply(owned, recs)
+            touched, ts, count = self._apply(owned, recs)
             if ts is not None and (last_ts is None or ts > last_ts):
                 last_ts = ts
             values: dict[bytes, tuple[State, bytes]] = {}
@@ -163,7 +162,7 @@ class StateProcessor:
                 values[key] = (state, value)
             saved.append((owned, values))
             commit[tp] = recs[-1].offset + 1
-            total += len(recs)
+            total += count
         sent = await self._sender.flush()
         last_offsets: dict[int, int] = {}
         for b in sent:
@@ -180,55 +179,60 @@ class StateProcessor:
 
     def _apply(
         self, owned: OwnedPartition, recs: list[ConsumerRecord]
-    ) -> tuple[dict[bytes, State], int | None]:
-        """Apply records to their states in place; return the touched states and the max accepted ts.
+    ) -> tuple[dict[bytes, State], int | None, int]:
+        """Apply records to their states in place.
 
-        One pass in offset order: a user's state is loaded (and its old contribution taken out of
-        the totals) at its first record in the batch; its new contribution is put back once, after
-        the batch, so every touched state is loaded, updated and written exactly once per batch.
+        Returns the touched states, the max accepted event time and the number of entries. One pass
+        in offset order: a user's state is loaded (and its old contribution taken out of the totals)
+        at its first entry in the batch; its new contribution is put back once, after the batch, so
+        every touched state is loaded, updated and written exactly once per batch.
         """
         store, add_user = owned.store, owned.totals.add_user
         types = records.EVENT_TYPES
         accepted = Outcome.ACCEPTED
-        users: dict[bytes, UserState] = {}
-        invalid: list[bytes] = []
+        users: dict[str, UserState] = {}
+        invalid: list[records.Entry] = []
         max_ts = -1 << 127
+        count = 0
         for rec in recs:
-            user_key = rec.key
-            if user_key is None:  # an invalid message, counted per input partition
-                invalid.append(rec.value)
-                continue
-            user = users.get(user_key)
-            if user is None:
-                user = users[user_key] = _load_for_update(store, USER_PREFIX + user_key, UserState, add_user)
-            fields = loads(rec.value)
-            src_partition, src_offset = fields[0], fields[1]
-            if user.is_replay(src_partition, src_offset):
-                continue
-            if len(fields) == 4:  # a future message of this user
-                user.reject_future(src_partition, src_offset)
-                continue
-            _, _, arrival_ms, event_id, tcode, feature, ts_ns, cohort = fields
-            outcome = user.apply_fields(
-                event_id, types[tcode], feature, ts_ns, cohort, arrival_ms, src_partition, src_offset
-            )
-            if outcome is accepted and ts_ns > max_ts:
-                max_ts = ts_ns
+            entries = records.unpack(rec.key, rec.value)
+            count += len(entries)
+            for entry in entries:
+                user_id = entry[3]
+                if user_id is None:  # an invalid message, counted per input partition
+                    invalid.append(entry)
+                    continue
+                user = users.get(user_id)
+                if user is None:
+                    user = users[user_id] = _load_for_update(store, user_key(user_id), UserState, add_user)
+                src_partition, src_offset = entry[0], entry[1]
+                if user.is_replay(src_partition, src_offset):
+                    continue
+                if len(entry) == 5:  # a future message of this user
+                    user.reject_future(src_partition, src_offset)
+                    continue
+                _, _, arrival_ms, _, event_id, tcode, feature, ts_ns, cohort = entry
+                outcome = user.apply_fields(
+                    event_id, types[tcode], feature, ts_ns, cohort, arrival_ms, src_partition, src_offset
+                )
+                if outcome is accepted and ts_ns > max_ts:
+                    max_ts = ts_ns
         touched: dict[bytes, State] = {}
-        for user_key, user in users.items():
+        for user_id, user in users.items():
             user.prune_seen()
             add_user(user)
-            touched[USER_PREFIX + user_key] = user
+            touched[user_key(user_id)] = user
         if invalid:
             self._apply_invalid(owned, invalid, touched)
-        return touched, None if max_ts == -1 << 127 else max_ts
+        return touched, None if max_ts == -1 << 127 else max_ts, count
 
     @staticmethod
-    def _apply_invalid(owned: OwnedPartition, values: list[bytes], touched: dict[bytes, State]) -> None:
+    def _apply_invalid(
+        owned: OwnedPartition, entries: list[records.Entry], touched: dict[bytes, State]
+    ) -> None:
         store, totals = owned.store, owned.totals
         sources: dict[bytes, SourceOutcomes] = {}
-        for value in values:
-            src_partition, src_offset, _, code = loads(value)
+        for src_partition, src_offset, _, _, code in entries:
             key = source_key(src_partition)
             source = sources.get(key)
             if source is None:

@@ -1,9 +1,14 @@
-"""Internal records on the by-user topic: every input message becomes exactly one of them.
+"""Internal records on the by-user topic: packs of entries, one entry per input message.
 
-An event record (key = user_id) carries the parsed event; a rejection record carries only the
-outcome: keyed by user_id for a future message (counted in that user's state, where a later replay
-of the same message is recognised), keyless for an invalid one (counted per input partition). All
-carry their source coordinates (input partition and offset), which make replays recognisable.
+A by-user record (no key) holds a pack: a JSON list of up to `PACK_MAX_ENTRIES` entries whose users
+(or input partitions) all belong to that by-user partition. Packing amortises the per-record cost of
+Kafka clients and broker over hundreds of events. Every entry starts with its source coordinates
+(input partition and offset), which make replays recognisable, and its arrival time:
+
+- event:     `[src_partition, src_offset, arrival_ms, user_id, event_id, type_code, feature, ts_ns, cohort]`
+- future:    `[src_partition, src_offset, arrival_ms, user_id, 1]` (counted in that user's state, where a
+  later replay of the same message is recognised)
+- invalid:   `[src_partition, src_offset, arrival_ms, None, 0]` (counted per input partition)
 """
 
 from __future__ import annotations
@@ -15,8 +20,12 @@ from adoptstream.core.codec import dumps, loads
 from adoptstream.core.events import Event, Outcome
 
 EVENT_TYPES = ("signup", "exposure", "use")  # type codes 0, 1, 2 on the by-user topic
-_TYPE_CODE = {t: i for i, t in enumerate(EVENT_TYPES)}
+TYPE_CODE = {t: i for i, t in enumerate(EVENT_TYPES)}
 REJECTED = (Outcome.INVALID, Outcome.FUTURE)  # rejection codes 0, 1
+# at most ~600 bytes an entry (longest ids, feature and cohort): a full pack stays far below the
+# producer's 512 KiB batch and the broker's 1 MiB message limit
+PACK_MAX_ENTRIES = 512
+Entry = list
 
 
 def user_partition(user_id: str, partitions: int) -> int:
@@ -34,23 +43,40 @@ def rejection_partition(src_partition: int, partitions: int) -> int:
     return src_partition % partitions
 
 
-def encode_event(event: Event, src_partition: int, src_offset: int, arrival_ms: int) -> bytes:
-    return dumps(
-        [
-            src_partition,
-            src_offset,
-            arrival_ms,
-            event.event_id,
-            _TYPE_CODE[event.type],
-            event.feature,
-            event.ts_ns,
-            event.cohort,
-        ]
-    )
+def event_entry(event: Event, src_partition: int, src_offset: int, arrival_ms: int) -> Entry:
+    return [
+        src_partition,
+        src_offset,
+        arrival_ms,
+        event.user_id,
+        event.event_id,
+        TYPE_CODE[event.type],
+        event.feature,
+        event.ts_ns,
+        event.cohort,
+    ]
 
 
-def encode_rejection(outcome: Outcome, src_partition: int, src_offset: int, arrival_ms: int) -> bytes:
-    return dumps([src_partition, src_offset, arrival_ms, 0 if outcome is Outcome.INVALID else 1])
+def rejection_entry(
+    outcome: Outcome, src_partition: int, src_offset: int, arrival_ms: int, user_id: str | None = None
+) -> Entry:
+    return [src_partition, src_offset, arrival_ms, user_id, 0 if outcome is Outcome.INVALID else 1]
+
+
+def packs(entries: list[Entry]) -> list[bytes]:
+    """Record values for a partition's entries, in order, `PACK_MAX_ENTRIES` at most in each."""
+    return [dumps(entries[i : i + PACK_MAX_ENTRIES]) for i in range(0, len(entries), PACK_MAX_ENTRIES)]
+
+
+def unpack(key: bytes | None, value: bytes) -> list[Entry]:
+    """The entries of one by-user record (also reads the one-message records of before packing)."""
+    fields = loads(value)
+    if not fields or type(fields[0]) is list:
+        return fields  # type: ignore[no-any-return]
+    user_id = None if key is None else key.decode()
+    if len(fields) == 4:  # [src_partition, src_offset, arrival_ms, code]
+        return [[*fields[:3], user_id, fields[3]]]
+    return [[*fields[:3], user_id, *fields[3:]]]
 
 
 @dataclass(slots=True)
@@ -70,13 +96,10 @@ class RejectionRecord:
     user_id: str | None = None
 
 
-def decode(key: bytes | None, value: bytes) -> EventRecord | RejectionRecord:
-    """Decode one by-user record."""
-    fields = loads(value)
-    if len(fields) == 4:
-        p, off, arrival, code = fields
-        return RejectionRecord(p, off, arrival, REJECTED[code], None if key is None else key.decode())
-    p, off, arrival, event_id, tcode, feature, ts_ns, cohort = fields
-    return EventRecord(
-        p, off, arrival, Event(event_id, key.decode(), EVENT_TYPES[tcode], feature, ts_ns, cohort)
-    )
+def decode(entry: Entry) -> EventRecord | RejectionRecord:
+    """One entry as an object (tests and tools; the state stage reads entries directly)."""
+    if len(entry) == 5:
+        p, off, arrival, user_id, code = entry
+        return RejectionRecord(p, off, arrival, REJECTED[code], user_id)
+    p, off, arrival, user_id, event_id, tcode, feature, ts_ns, cohort = entry
+    return EventRecord(p, off, arrival, Event(event_id, user_id, EVENT_TYPES[tcode], feature, ts_ns, cohort))

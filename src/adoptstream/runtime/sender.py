@@ -38,19 +38,26 @@ class BatchSender:
         self._full: list[tuple[str, int, object, int]] = []
 
     def append(
-        self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers: Headers = ()
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers = (),
+        timestamp_ms: int | None = None,
     ) -> None:
+        """Add one record; `timestamp_ms` is its CreateTime (None: the clock now)."""
         slot = (topic, partition)
         entry = self._open.get(slot)
         if entry is None:
             entry = self._open[slot] = [self._producer.create_batch(), 0]
         hdrs = list(headers) if headers else _NO_HEADERS
-        if entry[0].append(key=key, value=value, timestamp=None, headers=hdrs) is None:
+        if entry[0].append(key=key, value=value, timestamp=timestamp_ms, headers=hdrs) is None:
             if entry[1] == 0:
                 raise ValueError(f"record of {len(value or b'')} bytes does not fit in an empty batch")
             self._full.append((topic, partition, entry[0], entry[1]))
             entry[0], entry[1] = self._producer.create_batch(), 0
-            if entry[0].append(key=key, value=value, timestamp=None, headers=hdrs) is None:
+            if entry[0].append(key=key, value=value, timestamp=timestamp_ms, headers=hdrs) is None:
                 raise ValueError(f"record of {len(value or b'')} bytes is larger than the batch size")
         entry[1] += 1
 

@@ -29,7 +29,7 @@ class WorkerStats:
         r = self.registry
         self.processed = Counter(
             "adoptstream_processed_records",
-            "Records processed, by stage (ingest: input topic; state: by-user topic).",
+            "Input messages processed, by stage (ingest: read and routed; state: applied to user state).",
             ["stage"],
             registry=r,
         )

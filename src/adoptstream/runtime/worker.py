@@ -15,6 +15,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from prometheus_client import CollectorRegistry
 
 from adoptstream import __version__
+from adoptstream.runtime import records
 from adoptstream.runtime.config import WorkerConfig
 from adoptstream.runtime.ingest import Ingest
 from adoptstream.runtime.processor import StateProcessor
@@ -156,7 +157,12 @@ class Worker:
         loops = [
             asyncio.create_task(
                 self._loop(
-                    self.ingest_consumer, self._ingest_lock, self._ingest.process, self._ingest_sender, None
+                    self.ingest_consumer,
+                    self._ingest_lock,
+                    self._ingest.process,
+                    self._ingest_sender,
+                    None,
+                    self.config.batch_max_records,
                 )
             ),
             asyncio.create_task(
@@ -166,6 +172,8 @@ class Worker:
                     self.processor.process,
                     self._state_sender,
                     self._reload_state,
+                    # by-user records are packs of up to PACK_MAX_ENTRIES entries
+                    max(1, self.config.batch_max_records // records.PACK_MAX_ENTRIES),
                 )
             ),
             asyncio.create_task(self._track_lag()),
@@ -186,8 +194,8 @@ class Worker:
         handler: Handler,
         sender: BatchSender,
         on_failure: Callable[[list[int]], Awaitable[None]] | None,
+        max_records: int,
     ) -> None:
-        max_records = self.config.batch_max_records
         backoff = 0.1
         while not self._stopping.is_set():
             batch = await consumer.getmany(timeout_ms=200, max_records=max_records)

@@ -60,9 +60,9 @@ class StateProcessor:
         self.restoring = True
         started = time.perf_counter()
         try:
-            for p in new:
-                store = open_store(self._config.store, self._config.state_dir, p)
-                await self._restore(p, store)
+            stores = {p: open_store(self._config.store, self._config.state_dir, p) for p in new}
+            await self._restore(stores)
+            for p, store in stores.items():
                 totals = AdoptionTotals()
                 for key, state in store.states():
                     if key[:1] == USER_PREFIX:
@@ -85,8 +85,14 @@ class StateProcessor:
     def close(self) -> None:
         self.revoke(list(self.owned))
 
-    async def _restore(self, partition: int, store: PartitionStore) -> None:
-        tp = TopicPartition(self._config.changelog_topic, partition)
+    def idle(self) -> None:
+        """Nothing to process: let the stores do their periodic work (RocksDB memtable flushes)."""
+        for owned in self.owned.values():
+            owned.store.maybe_flush()
+
+    async def _restore(self, stores: dict[int, PartitionStore]) -> None:
+        """Bring every store up to its changelog's end: one consumer reads all partitions at once."""
+        topic = self._config.changelog_topic
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._config.bootstrap_servers,
             enable_auto_commit=False,
@@ -96,43 +102,57 @@ class StateProcessor:
         )
         await consumer.start()
         try:
-            consumer.assign([tp])
-            end = (await consumer.end_offsets([tp]))[tp]
-            begin = (await consumer.beginning_offsets([tp]))[tp]
-            start = store.changelog_offset + 1
-            if start > end:
-                log.warning(
-                    "partition %d: local state is ahead of the changelog (recreated?): wiping", partition
-                )
-                store.wipe()
-                start = 0
-            start = max(start, begin)
-            if start >= end:
-                return
-            consumer.seek(tp, start)
-            chunk: dict[bytes, bytes] = {}
-            last = start - 1
+            tps = {TopicPartition(topic, p): store for p, store in stores.items()}
+            consumer.assign(list(tps))
+            ends = await consumer.end_offsets(list(tps))
+            begins = await consumer.beginning_offsets(list(tps))
+            pending: dict[TopicPartition, tuple[int, int]] = {}  # tp -> (first offset to read, end)
+            for tp, store in tps.items():
+                start, end = store.changelog_offset + 1, ends[tp]
+                if start > end:
+                    log.warning(
+                        "partition %d: local state is ahead of the changelog (recreated?): wiping",
+                        tp.partition,
+                    )
+                    store.wipe()
+                    start = 0
+                start = max(start, begins[tp])
+                if start < end:
+                    consumer.seek(tp, start)
+                    pending[tp] = (start, end)
+                else:
+                    consumer.pause(tp)
+            total = sum(end - start for start, end in pending.values())
+            chunks: dict[TopicPartition, dict[bytes, bytes]] = {tp: {} for tp in pending}
+            read = 0
             report_at = time.monotonic() + 5.0
-            while last < end - 1:
+            while pending:
                 if time.monotonic() > report_at:  # long restores say how far they are
-                    done = last - start + 1
                     log.info(
-                        "partition %d: restoring, %d of %d changelog records read",
-                        partition,
-                        done,
-                        end - start,
+                        "restoring %d partitions: %d of %d changelog records read", len(tps), read, total
                     )
                     report_at += 5.0
-                fetched = await consumer.getmany(tp, timeout_ms=1000, max_records=RESTORE_CHUNK)
-                for rec in fetched.get(tp, ()):
-                    if rec.value is not None:
-                        chunk[rec.key] = rec.value
-                    last = rec.offset
-                if len(chunk) >= RESTORE_CHUNK or last >= end - 1:
-                    store.save_raw(chunk, last)
-                    self._stats.restored_records.inc(len(chunk))
-                    chunk = {}
-            log.info("partition %d: restored changelog offsets %d..%d", partition, start, end - 1)
+                fetched = await consumer.getmany(*pending, timeout_ms=1000, max_records=RESTORE_CHUNK)
+                for tp, recs in fetched.items():
+                    chunk = chunks[tp]
+                    for rec in recs:
+                        if rec.value is not None:
+                            chunk[rec.key] = rec.value
+                    read += len(recs)
+                    last, end = recs[-1].offset, pending[tp][1]
+                    if len(chunk) >= RESTORE_CHUNK or last >= end - 1:
+                        tps[tp].save_raw(chunk, last)
+                        self._stats.restored_records.inc(len(chunk))
+                        chunks[tp] = {}
+                    if last >= end - 1:
+                        log.info(
+                            "partition %d: restored changelog offsets %d..%d",
+                            tp.partition,
+                            pending[tp][0],
+                            last,
+                        )
+                        del pending[tp]
+                        consumer.pause(tp)
         finally:
             await consumer.stop()
 

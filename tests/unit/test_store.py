@@ -15,11 +15,14 @@ from adoptstream.core.state import UserState
 from adoptstream.runtime.store import RocksStore, user_key
 
 
-def _write_and_die(path: str, flush_interval_s: float) -> None:
+def _write_and_die(path: str, flush_interval_s: float, idle: bool) -> None:
     store = RocksStore(Path(path), flush_interval_s=flush_interval_s)
     state = UserState(accepted=1)
     for offset in range(3):
         store.save({user_key(f"u{offset}"): (state, state.encode())}, offset)
+    if idle:  # the interval has passed with no more writes: the worker's idle tick flushes
+        store._flush_at = 0.0
+        store.maybe_flush()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and any(  # the background flushes the store asked for, if any
         store._db.property_int_value(p)
@@ -29,10 +32,14 @@ def _write_and_die(path: str, flush_interval_s: float) -> None:
     os._exit(0)  # no close(): like SIGKILL, memtables are not flushed
 
 
-@pytest.mark.parametrize(("interval_s", "expected"), [(0.0, 2), (3600.0, -1)])
-def test_periodic_flush_bounds_what_a_crash_loses(tmp_path: Path, interval_s: float, expected: int) -> None:
+@pytest.mark.parametrize(
+    ("interval_s", "idle", "expected"), [(0.0, False, 2), (3600.0, False, -1), (3600.0, True, 2)]
+)
+def test_periodic_flush_bounds_what_a_crash_loses(
+    tmp_path: Path, interval_s: float, idle: bool, expected: int
+) -> None:
     ctx = multiprocessing.get_context("spawn")
-    proc = ctx.Process(target=_write_and_die, args=(str(tmp_path / "db"), interval_s))
+    proc = ctx.Process(target=_write_and_die, args=(str(tmp_path / "db"), interval_s, idle))
     proc.start()
     proc.join(60)
     assert proc.exitcode == 0

@@ -52,6 +52,8 @@ class PartitionStore(Protocol):
 
     def wipe(self) -> None: ...
 
+    def maybe_flush(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -82,6 +84,9 @@ class MemoryStore:
         self._data.clear()
         self.changelog_offset = -1
 
+    def maybe_flush(self) -> None:
+        return None
+
     def close(self) -> None:
         self._data.clear()
 
@@ -96,6 +101,7 @@ class RocksStore:
         self._cache: dict[bytes, State] = {}
         self._flush_interval_s = flush_interval_s
         self._flush_at = time.monotonic() + flush_interval_s
+        self._dirty = False
         self._cache_size = cache_size
         from rocksdict import BlockBasedOptions, Options, Rdict, WriteOptions
 
@@ -150,11 +156,19 @@ class RocksStore:
         put(_OFFSET_KEY, str(changelog_offset).encode())
         self._db.write(batch, self._write_options)
         self.changelog_offset = changelog_offset
+        self._dirty = True
+        self.maybe_flush()
+
+    def maybe_flush(self) -> None:
+        """Flush memtables when the flush interval has passed since the last one and there are writes.
+
+        Without a WAL, what is only in memtables is gone after a crash (and comes back from the
+        changelog); a flush now and then bounds that tail for a restart on the same disk.
+        """
         now = time.monotonic()
-        if now >= self._flush_at:
-            # Without a WAL, what is only in memtables is gone after a crash (and comes back from the
-            # changelog); a flush now and then bounds that tail for a restart on the same disk.
+        if self._dirty and now >= self._flush_at:
             self._db.flush(False)  # in RocksDB's background thread
+            self._dirty = False
             self._flush_at = now + self._flush_interval_s
 
     def states(self) -> Iterator[tuple[bytes, State]]:

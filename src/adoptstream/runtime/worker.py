@@ -163,6 +163,7 @@ class Worker:
                     self._ingest_sender,
                     None,
                     self.config.batch_max_records,
+                    None,
                 )
             ),
             asyncio.create_task(
@@ -174,6 +175,7 @@ class Worker:
                     self._reload_state,
                     # by-user records are packs of up to PACK_MAX_ENTRIES entries
                     max(1, self.config.batch_max_records // records.PACK_MAX_ENTRIES),
+                    self._state_idle,
                 )
             ),
             asyncio.create_task(self._track_lag()),
@@ -195,11 +197,15 @@ class Worker:
         sender: BatchSender,
         on_failure: Callable[[list[int]], Awaitable[None]] | None,
         max_records: int,
+        on_idle: Callable[[], None] | None,
     ) -> None:
         backoff = 0.1
         while not self._stopping.is_set():
             batch = await consumer.getmany(timeout_ms=200, max_records=max_records)
             if not batch:
+                if on_idle is not None:
+                    async with lock:
+                        on_idle()
                 continue
             async with lock:
                 try:
@@ -238,6 +244,10 @@ class Worker:
                 consumer.seek(tp, recs[0].offset)
         if on_failure is not None:
             await on_failure([tp.partition for tp in batch if tp in assigned])
+
+    def _state_idle(self) -> None:
+        if self.processor is not None:
+            self.processor.idle()
 
     async def _reload_state(self, partitions: list[int]) -> None:
         """After a failed state batch, in-memory state may be ahead of the changelog: rebuild it."""

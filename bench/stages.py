@@ -70,15 +70,7 @@ class ListSender:
     def __init__(self) -> None:
         self.out: list[tuple[str, int, bytes | None, bytes | None]] = []
 
-    def append(
-        self,
-        topic: str,
-        partition: int,
-        key: bytes | None,
-        value: bytes | None,
-        headers=(),
-        timestamp_ms=None,
-    ) -> None:
+    def append(self, topic, partition, key, value, headers=(), timestamp_ms=None) -> None:
         self.out.append((topic, partition, key, value))
 
     async def flush(self) -> list:

@@ -311,6 +311,25 @@ class PartitionSim:
                 self.totals.add_source(state)  # type: ignore[arg-type]
 
 
+def _touch(
+    part: PartitionSim,
+    touched: dict[bytes, UserState | SourceOutcomes],
+    skey: bytes,
+    new: Callable[[], UserState | SourceOutcomes],
+    add: Callable,
+) -> UserState | SourceOutcomes:
+    """A state's first touch in a batch: loaded (or new) and its old contribution taken out."""
+    state = touched.get(skey)
+    if state is None:
+        state = part.load(skey)
+        if state is None:
+            state = new()
+        else:
+            add(state, -1)
+        touched[skey] = state
+    return state
+
+
 class Runtime:
     """Ingest + by-user processing over in-memory 'topics' (mirrors ingest.py and processor.py)."""
 
@@ -371,15 +390,7 @@ class Runtime:
     ) -> None:
         user_id = rec.event.user_id if isinstance(rec, records.EventRecord) else rec.user_id
         if user_id is not None:
-            skey = b"u" + user_id.encode()
-            user = touched.get(skey)
-            if user is None:
-                user = part.load(skey)
-                if user is None:
-                    user = UserState()
-                else:
-                    part.totals.add_user(user, -1)  # type: ignore[arg-type]
-                touched[skey] = user
+            user = _touch(part, touched, b"u" + user_id.encode(), UserState, part.totals.add_user)
             if user.is_replay(rec.src_partition, rec.src_offset):  # type: ignore[union-attr]
                 return
             if isinstance(rec, records.RejectionRecord):  # future
@@ -391,14 +402,7 @@ class Runtime:
         else:
             assert isinstance(rec, records.RejectionRecord)
             skey = b"s%d" % rec.src_partition
-            source = touched.get(skey)
-            if source is None:
-                source = part.load(skey)
-                if source is None:
-                    source = SourceOutcomes()
-                else:
-                    part.totals.add_source(source, -1)  # type: ignore[arg-type]
-                touched[skey] = source
+            source = _touch(part, touched, skey, SourceOutcomes, part.totals.add_source)
             if source.apply(rec.outcome, rec.src_offset):  # type: ignore[union-attr]
                 self._record(rec.src_partition, rec.src_offset, rec.outcome)
 

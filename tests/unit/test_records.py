@@ -7,6 +7,7 @@ import asyncio
 import orjson
 from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry
+from test_runtime_replay import ListSender
 
 from adoptstream.core.events import Event, Outcome
 from adoptstream.runtime import records
@@ -49,20 +50,9 @@ def test_one_message_records_of_before_packing_still_read() -> None:
     assert records.unpack(None, old_invalid) == [records.rejection_entry(Outcome.INVALID, 1, 4, 3)]
 
 
-class _ListSender:
-    def __init__(self) -> None:
-        self.out: list[tuple[str, int, bytes | None, bytes | None]] = []
-
-    def append(self, topic, partition, key, value, headers=(), timestamp_ms=None) -> None:
-        self.out.append((topic, partition, key, value))
-
-    async def flush(self) -> list:
-        return []
-
-
 def test_ingest_packs_each_by_user_partition_and_routes_every_message() -> None:
     cfg = WorkerConfig()
-    sender = _ListSender()
+    sender = ListSender()
     ingest = Ingest(cfg, sender, WorkerStats(CollectorRegistry()), by_user_partitions=4, dlq_partitions=1)  # type: ignore[arg-type]
     values = [
         orjson.dumps({"event_id": f"e{i}", "user_id": f"u{i % 50}", "type": "use", "feature": "f", "ts": 9})

@@ -145,9 +145,14 @@ async def live_phase(bootstrap: str, topic: str, lines: list[bytes], rate: float
     return produced_at, sent + len(produced_at)
 
 
-async def _probe_timestamps(bootstrap: str, topic: str, keys: set[bytes]) -> dict[bytes, int]:
-    """CreateTime (ms) of the first record of partition 0 of `topic` with each of `keys`."""
+async def _probe_timestamps(
+    bootstrap: str, topic: str, keys: set[bytes], packed: bool = False
+) -> dict[bytes, int]:
+    """CreateTime (ms) of the first record of partition 0 of `topic` with each of `keys` (or, if
+    `packed`, with an entry of each of those users)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from adoptstream.runtime import records
 
     tp = TopicPartition(topic, 0)
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
@@ -164,8 +169,13 @@ async def _probe_timestamps(bootstrap: str, topic: str, keys: set[bytes]) -> dic
             got = await c.getmany(tp, timeout_ms=1000, max_records=50_000)
             for rec in got.get(tp, ()):
                 pos = rec.offset + 1
-                if rec.key in keys and rec.key not in found:
-                    found[rec.key] = rec.timestamp
+                if rec.key is None and packed:  # a by-user pack: its entries name their users
+                    rec_keys = [e[3].encode() for e in records.unpack(None, rec.value) if e[3] is not None]
+                else:
+                    rec_keys = [rec.key]
+                for key in rec_keys:
+                    if key in keys and key not in found:
+                        found[key] = rec.timestamp
     finally:
         await c.stop()
     return found
@@ -176,7 +186,8 @@ def stage_latencies(bootstrap: str, topic: str, app_id: str, users: list[str],
     """Median time per hop for the probes: producer -> input log -> by-user log -> changelog."""
     keys = [u.encode() for u in users[: len(produced_at)]]
     topics = [topic, f"{app_id}-{topic}-by-user", f"{app_id}-{topic}-state-changelog"]
-    ts = {name: asyncio.run(_probe_timestamps(bootstrap, name, set(keys) | {b"u" + k for k in keys}))
+    ts = {name: asyncio.run(_probe_timestamps(bootstrap, name, set(keys) | {b"u" + k for k in keys},
+                                              packed=name == topics[1]))
           for name in topics}
     hops: dict[str, list[float]] = {"producer->input": [], "input->by-user (ingest)": [],
                                     "by-user->changelog (state)": [], "changelog->visible": []}

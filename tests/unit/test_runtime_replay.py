@@ -73,3 +73,20 @@ def test_replayed_valid_event_counts_once_not_as_duplicate() -> None:
 
 def test_replayed_invalid_message_counts_once() -> None:
     assert apply_all(ingest_twice(b"not json", T1, T1 + MINUTE)) == {"invalid": 1}
+
+
+def test_merged_totals_cached_between_batches_and_fresh_after_each() -> None:
+    cfg = WorkerConfig()
+    proc = StateProcessor(cfg, ListSender(), WorkerStats(CollectorRegistry()))  # type: ignore[arg-type]
+    proc.owned[0] = OwnedPartition(0, MemoryStore(), AdoptionTotals())
+    assert proc.merged_totals().outcomes.get("accepted", 0) == 0
+    first = proc.merged_totals()
+    assert proc.merged_totals() is first  # no batch in between: the same merge
+    key, value = ingest_twice(event((T1 - MINUTE) // 10**6), T1, T1)[0]
+    rec = ConsumerRecord(cfg.repartition_topic, 0, 0, 0, 0, key, value, None, 0, 0, [])
+    proc._apply(proc.owned[0], [rec])
+    after = proc.merged_totals()
+    assert after is not first and after.outcomes["accepted"] == 1
+    proc.owned[1] = OwnedPartition(1, MemoryStore(), AdoptionTotals())
+    proc.revoke([1])  # an assignment change invalidates too
+    assert proc.merged_totals() is not after and proc.merged_totals().outcomes["accepted"] == 1

@@ -49,6 +49,8 @@ class StateProcessor:
         self._stats = stats
         self.owned: dict[int, OwnedPartition] = {}
         self.restoring = False
+        self._version = 0  # bumped whenever any owned totals may change
+        self._merged: tuple[int, AdoptionTotals] | None = None
 
     # -- assignment -------------------------------------------------------------------------------
 
@@ -70,6 +72,7 @@ class StateProcessor:
                     else:
                         totals.add_source(state)  # type: ignore[arg-type]
                 self.owned[p] = OwnedPartition(p, store, totals)
+                self._version += 1
         finally:
             self.restoring = False
             self._stats.restore_duration_s = time.perf_counter() - started
@@ -81,6 +84,7 @@ class StateProcessor:
             owned = self.owned.pop(p, None)
             if owned is not None:
                 owned.store.close()
+                self._version += 1
 
     def close(self) -> None:
         self.revoke(list(self.owned))
@@ -207,6 +211,7 @@ class StateProcessor:
         at its first entry in the batch; its new contribution is put back once, after the batch, so
         every touched state is loaded, updated and written exactly once per batch.
         """
+        self._version += 1  # the totals change below
         store, add_user = owned.store, owned.totals.add_user
         types = records.EVENT_TYPES
         accepted = Outcome.ACCEPTED
@@ -263,10 +268,18 @@ class StateProcessor:
             touched[key] = source
 
     def merged_totals(self) -> AdoptionTotals:
-        """The totals of every owned partition, added up (what this worker exports)."""
+        """The totals of every owned partition, added up (what this worker exports); read only.
+
+        Cached until the next batch or assignment change: the scrapes between two batches share one
+        merge, which with a month of hourly active-user buckets is most of a scrape's cost.
+        """
+        cached = self._merged
+        if cached is not None and cached[0] == self._version:
+            return cached[1]
         merged = AdoptionTotals()
         for owned in list(self.owned.values()):
             merged.merge(owned.totals)
+        self._merged = (self._version, merged)
         return merged
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from adoptstream.core.events import Event, Outcome
 from adoptstream.core.state import SourceOutcomes, UserState
-from adoptstream.core.totals import AdoptionTotals, totals_of
+from adoptstream.core.totals import HOUR_NS, WINDOWS_DAYS, AdoptionTotals, totals_of, window_start_hour
 from adoptstream.exposition.collector import OVERFLOW, AdoptionCollector
 
 NS = 1_000_000_000
@@ -330,3 +332,18 @@ def test_stale_zero_cohort_does_not_take_a_cap_slot() -> None:
     assert after_restart[k("adoptstream_exposed_users", feature="f", cohort="beta")] == 1
     live = scrape(make(totals, max_cohorts=1))
     assert live == after_restart
+
+
+@given(
+    st.dictionaries(st.integers(-100, 2_000), st.integers(0, 5), max_size=300),
+    st.integers(0, 1_500),
+)
+def test_active_users_range_sum_equals_bucket_walk(hours: dict[int, int], now_hour: int) -> None:
+    totals = AdoptionTotals()
+    totals.active_hours["f"].update({h + 480_000: c for h, c in hours.items()})  # near 2024
+    now_ns = (now_hour + 480_000) * HOUR_NS + 59 * 60 * 10**9
+    got = totals.active_users("f", now_ns)
+    for window, days in WINDOWS_DAYS.items():
+        start = window_start_hour(now_ns, days)
+        assert got[window] == sum(c for h, c in totals.active_hours["f"].items() if h >= start)
+    assert totals.active_users("missing", now_ns) == dict.fromkeys(WINDOWS_DAYS, 0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import repeat
 
 from adoptstream.core.state import SourceOutcomes, UserState
 
@@ -143,11 +144,20 @@ class AdoptionTotals:
 
     def active_users(self, feature: str, now_ns: int) -> dict[str, int]:
         """Distinct users with a use of `feature` in each window, at wall-clock `now_ns`."""
-        hours = self.active_hours.get(feature, {})
-        out: dict[str, int] = {}
+        hours = self.active_hours.get(feature)
+        out = dict.fromkeys(WINDOWS_DAYS, 0)
+        if not hours:
+            return out
+        last = max(hours)
+        get = hours.get
         for window, days in WINDOWS_DAYS.items():
             start = window_start_hour(now_ns, days)
-            out[window] = sum(c for h, c in hours.items() if h >= start)
+            if last < start:
+                continue
+            if last - start <= 48 * days:  # the usual case: every hour of the window looked up, in C
+                out[window] = sum(map(get, range(start, last + 1), repeat(0)))
+            else:  # hours far ahead of this clock: walk the buckets instead of the range
+                out[window] = sum(c for h, c in hours.items() if h >= start)
         return out
 
 

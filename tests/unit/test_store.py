@@ -28,7 +28,7 @@ def _write_and_die(path: str, flush_interval_s: float, idle: bool) -> None:
         store._db.property_int_value(p)
         for p in ("rocksdb.mem-table-flush-pending", "rocksdb.num-running-flushes")
     ):
-        time.sleep(0.01)
+        time.sleep(0.01)  # poll until the flushes finish or the deadline
     os._exit(0)  # no close(): like SIGKILL, memtables are not flushed
 
 

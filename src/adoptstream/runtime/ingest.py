@@ -3,8 +3,7 @@
 Valid events go to the by-user topic, partitioned by user, packed many to a record (records.py);
 invalid and future messages go byte for byte (key and value) to the dead-letter topic with the
 reason in a header, and a small rejection entry goes to the by-user topic so that the outcome
-counts stay exact. Input offsets are committed
-only after every output is acknowledged.
+counts stay exact. Input offsets are committed only after every output is acknowledged.
 """
 
 from __future__ import annotations
@@ -50,7 +49,7 @@ class Ingest:
         now_ns = time.time_ns()
         arrival_ms = now_ns // 1_000_000
         n = self._by_user
-        partition_of = records.key_partition
+        partition_of = records.user_partition
         event_entry = records.event_entry
         packs: dict[int, list[records.Entry]] = {}  # by-user partition -> entries, in input order
         rejected = {Outcome.INVALID: 0, Outcome.FUTURE: 0}
@@ -77,7 +76,7 @@ class Ingest:
                     rejected[Outcome.INVALID] += 1
                     continue
                 entry = event_entry(event, src, rec.offset, arrival_ms)
-                partition = partition_of(event.user_id.encode(), n)
+                partition = partition_of(event.user_id, n)
                 pack = packs.get(partition)
                 if pack is None:
                     packs[partition] = [entry]

@@ -30,12 +30,7 @@ Entry = list
 
 def user_partition(user_id: str, partitions: int) -> int:
     """The by-user partition that owns a user (stable across processes and versions)."""
-    return key_partition(user_id.encode(), partitions)
-
-
-def key_partition(user_key: bytes, partitions: int) -> int:
-    """`user_partition` of an already encoded user id."""
-    return zlib.crc32(user_key) % partitions
+    return zlib.crc32(user_id.encode()) % partitions
 
 
 def rejection_partition(src_partition: int, partitions: int) -> int:

@@ -175,7 +175,7 @@ class Worker:
                     self._reload_state,
                     # by-user records are packs of up to PACK_MAX_ENTRIES entries
                     max(1, self.config.batch_max_records // records.PACK_MAX_ENTRIES),
-                    self._state_idle,
+                    self.processor.idle,
                 )
             ),
             asyncio.create_task(self._track_lag()),
@@ -244,10 +244,6 @@ class Worker:
                 consumer.seek(tp, recs[0].offset)
         if on_failure is not None:
             await on_failure([tp.partition for tp in batch if tp in assigned])
-
-    def _state_idle(self) -> None:
-        if self.processor is not None:
-            self.processor.idle()
 
     async def _reload_state(self, partitions: list[int]) -> None:
         """After a failed state batch, in-memory state may be ahead of the changelog: rebuild it."""

@@ -539,3 +539,34 @@ def test_leap_day_and_offsets_exact() -> None:
 def test_non_ascii_digits_are_invalid() -> None:
     with pytest.raises(InvalidEvent):
         parse_ts_ns("٢٠٢٤-01-01T00:00:00Z")
+
+
+@settings(max_examples=3000)
+@given(
+    st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(-(10**13), 10**13).map(lambda ms: ms + 0.001 * (ms % 1000))
+)
+def test_float_fast_path_is_exact(ts: float) -> None:
+    """Floats with at most six decimals skip Decimal; every float gives Decimal's exact answer."""
+    from decimal import Decimal
+
+    assert parse_ts_ns(ts) == int((Decimal(repr(ts)) * 1_000_000).to_integral_value())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024-01-01T00:00:00.+05:30",
+        "2024-01-01T00:00:00.1234567890Z",
+        "2024-01-01T00:00:00,5Z",
+        "2024-01-01T00:00:00.5 Z",
+        "2024-01-01T00:00:00.٥Z",
+        "2024-01-01T00:00:00.5+0530",
+        "2024-01-01T00:00:00.5+05",
+        "2024-01-01X00:00:00Z",
+        "2024-01-01T00:00:00.55:30",
+        "2024-01-01T00:00:05:30",
+    ],
+)
+def test_fast_iso_path_odd_shapes_agree(text: str) -> None:
+    assert _fast_and_general(text), text

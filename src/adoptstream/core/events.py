@@ -56,6 +56,14 @@ class Event:
 
 def parse_event(value: bytes | None) -> Event:
     """Parse and validate one message value; raise `InvalidEvent` on any rule broken."""
+    return Event(*parse_fields(value))
+
+
+EventFields = tuple[str, str, str, "str | None", int, "str | None"]
+
+
+def parse_fields(value: bytes | None) -> EventFields:
+    """`parse_event` without the object: (event_id, user_id, type, feature, ts_ns, cohort)."""
     if value is None:
         raise InvalidEvent("empty message (null value)")
     if len(value) > MAX_EVENT_BYTES:
@@ -79,21 +87,32 @@ def parse_event(value: bytes | None) -> Event:
     if type(user_id) is not str or not 0 < len(user_id) <= 256:
         raise InvalidEvent("user_id must be a string of 1-256 characters")
     etype = get("type")
-    if etype == "signup":
-        feature = None
-    elif etype == "use" or etype == "exposure":
+    if etype == "use" or etype == "exposure":
         feature = get("feature")
         if type(feature) is not str or feature not in _valid_features:
             _check_feature(feature)
+    elif etype == "signup":
+        feature = None
     else:
         raise InvalidEvent("type must be one of signup, exposure, use")
-    if "ts" not in obj:
+    ts = get("ts", _MISSING)
+    if type(ts) is int:
+        ts_ns = ts * NS_PER_MS
+    elif type(ts) is str:
+        ts_ns = _fast_iso_ns(ts)
+        if ts_ns is None:
+            ts_ns = _parse_iso_ns(ts)
+    elif ts is _MISSING:
         raise InvalidEvent("ts missing")
-    ts_ns = parse_ts_ns(obj["ts"])
+    else:
+        ts_ns = parse_ts_ns(ts)
     cohort = get("cohort")
     if cohort is not None and (type(cohort) is not str or cohort not in _valid_cohorts):
         _check_cohort(cohort)
-    return Event(event_id, user_id, etype, feature, ts_ns, cohort)
+    return event_id, user_id, etype, feature, ts_ns, cohort
+
+
+_MISSING = object()
 
 
 # Values already found valid: most events repeat a few features and cohorts, so the checks run once.
@@ -123,71 +142,88 @@ def parse_ts_ns(ts: object) -> int:
         return ts * NS_PER_MS  # type: ignore[operator]
     if kind is float:
         # repr() is the shortest text that round-trips: exact for what the producer wrote.
+        text = repr(ts)
+        whole, dot, fraction = text.partition(".")
+        if dot and len(fraction) <= 6 and fraction.isdigit():  # plain, at most ns: integer arithmetic
+            ns = abs(int(whole)) * NS_PER_MS + int(fraction.ljust(6, "0"))
+            return -ns if text[0] == "-" else ns
         try:
-            return int((Decimal(repr(ts)) * NS_PER_MS).to_integral_value())
+            return int((Decimal(text) * NS_PER_MS).to_integral_value())
         except (InvalidOperation, ValueError, OverflowError):
             raise InvalidEvent("ts is not a finite number") from None
     if kind is str:
-        fast = _RFC3339_FAST.fullmatch(ts)  # type: ignore[arg-type]
-        if fast is not None:
-            ns = _fast_iso_ns(fast)
-            if ns is not None:
-                return ns
-        return _parse_iso_ns(ts)  # type: ignore[arg-type]
+        ns = _fast_iso_ns(ts)  # type: ignore[arg-type]
+        return _parse_iso_ns(ts) if ns is None else ns  # type: ignore[arg-type]
     raise InvalidEvent("ts must be epoch milliseconds or an ISO 8601 string with UTC offset")
 
 
-# The common RFC 3339 shape, computed from cached minutes and zones; anything else (or out of range)
-# takes the general path below, which decides. Both give the same nanoseconds (tested against each
-# other). Events of a stream share minutes and zones, so the caches stay small; they are bounded.
-_RFC3339_FAST = re.compile(
-    r"((\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d)):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)",
-    re.ASCII,
-)
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+# The common RFC 3339 shape `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM)`, read by position with dict
+# lookups (dates and zones cached, two-digit fields from fixed tables); anything else, or anything out
+# of range, returns None and the general path below decides. Both give the same nanoseconds (tested
+# against each other). Events of a stream share days and zones, so the caches stay small; bounded.
 _CACHE_CAP = 100_000
-_minutes: dict[str, int | None] = {}  # "YYYY-MM-DDTHH:MM" -> epoch seconds (None: out of range)
-_zones: dict[str, int | None] = {}  # "Z", "+05:30" -> seconds to subtract (None: out of range)
+_TWO_DIGITS = {f"{i:02d}": i for i in range(60)}  # "00".."59": minutes and seconds
+_HOURS = {f"{i:02d}": i for i in range(24)}
+_FRACTION_SCALE = tuple(10 ** (9 - n) for n in range(10))  # by number of fraction digits
+_DATE_RE = re.compile(r"\d{4}-\d\d-\d\d", re.ASCII)
+_ZONE_RE = re.compile(r"[+-](\d\d):(\d\d)", re.ASCII)
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_days: dict[str, int | None] = {}  # "YYYY-MM-DD" -> days since the epoch (None: no such date)
+_zones: dict[str, int | None] = {"Z": 0, "z": 0}  # "+05:30" -> seconds to subtract (None: invalid)
 
 
-def _fast_iso_ns(m: re.Match[str]) -> int | None:
-    minute, second, fraction, zone = m.group(1, 7, 8, 9)
-    base = _minutes.get(minute, -1)
-    if base == -1:
-        base = _minute_seconds(m)
+def _fast_iso_ns(ts: str) -> int | None:
+    if len(ts) < 20 or ts[13] != ":" or ts[16] != ":" or (ts[10] != "T" and ts[10] != "t"):
+        return None
+    day = _days.get(ts[:10], -1)
+    if day == -1:
+        day = _day_number(ts[:10])
+    hour = _HOURS.get(ts[11:13])
+    minute = _TWO_DIGITS.get(ts[14:16])
+    second = _TWO_DIGITS.get(ts[17:19])
+    if day is None or hour is None or minute is None or second is None:
+        return None
+    zone = ts[-1:] if ts[-1] in "Zz" else ts[-6:]
     offset = _zones.get(zone, -1)
     if offset == -1:
         offset = _zone_seconds(zone)
-    sec = int(second)
-    if base is None or offset is None or sec > 59:
+    if offset is None:
         return None
-    ns = (base + sec - offset) * 1_000_000_000
-    return ns + int(fraction.ljust(9, "0")) if fraction else ns
+    ns = (day * 86_400 + hour * 3_600 + minute * 60 + second - offset) * 1_000_000_000
+    fraction = ts[19 : len(ts) - len(zone)]
+    if not fraction:
+        return ns
+    digits = fraction[1:]
+    if fraction[0] != "." or not 0 < len(digits) <= 9 or not digits.isdigit() or not digits.isascii():
+        return None
+    return ns + int(digits) * _FRACTION_SCALE[len(digits)]
 
 
-def _minute_seconds(m: re.Match[str]) -> int | None:
-    year, month, day, hour, minute = (int(g) for g in m.group(2, 3, 4, 5, 6))
-    try:
-        days = date(year, month, day).toordinal() - _EPOCH_ORDINAL
-    except ValueError:
-        days = None
-    base = None if days is None or hour > 23 or minute > 59 else days * 86_400 + hour * 3_600 + minute * 60
-    if len(_minutes) >= _CACHE_CAP:
-        _minutes.clear()
-    _minutes[m.group(1)] = base
-    return base
+def _day_number(text: str) -> int | None:
+    days = None
+    if _DATE_RE.fullmatch(text):
+        try:
+            days = date(int(text[:4]), int(text[5:7]), int(text[8:10])).toordinal() - _EPOCH_ORDINAL
+        except ValueError:
+            days = None
+    if len(_days) >= _CACHE_CAP:
+        _days.clear()
+    _days[text] = days
+    return days
 
 
 def _zone_seconds(zone: str) -> int | None:
-    if zone in ("Z", "z"):
-        offset: int | None = 0
-    else:
-        hours, minutes = int(zone[1:3]), int(zone[4:6])
-        offset = None if hours > 23 or minutes > 59 else (hours * 3_600 + minutes * 60)
-        if offset is not None and zone[0] == "-":
-            offset = -offset
+    m = _ZONE_RE.fullmatch(zone)
+    offset = None
+    if m is not None:
+        hours, minutes = int(m.group(1)), int(m.group(2))
+        if hours <= 23 and minutes <= 59:
+            offset = hours * 3_600 + minutes * 60
+            if zone[0] == "-":
+                offset = -offset
     if len(_zones) >= _CACHE_CAP:
         _zones.clear()
+        _zones.update(Z=0, z=0)
     _zones[zone] = offset
     return offset
 
@@ -220,6 +256,11 @@ def _parse_iso_ns(text: str) -> int:
     return micros * 1_000 + sub_micro  # datetime keeps microseconds; digits 7-9 are nanoseconds
 
 
+def future_horizon_ns(now_ns: int) -> int:
+    """The latest event time that is not `future` at clock `now_ns`."""
+    return now_ns + FUTURE_TOLERANCE_NS
+
+
 def is_future(ts_ns: int, now_ns: int) -> bool:
     """True when the event time is more than 5 minutes ahead of the monitor's clock."""
-    return ts_ns > now_ns + FUTURE_TOLERANCE_NS
+    return ts_ns > future_horizon_ns(now_ns)

@@ -13,7 +13,7 @@ import time
 
 from aiokafka import ConsumerRecord, TopicPartition
 
-from adoptstream.core.events import InvalidEvent, Outcome, is_future, parse_event
+from adoptstream.core.events import InvalidEvent, Outcome, future_horizon_ns, parse_fields
 from adoptstream.runtime import records
 from adoptstream.runtime.config import WorkerConfig
 from adoptstream.runtime.sender import BatchSender
@@ -47,10 +47,10 @@ class Ingest:
         """Route every record, wait for the acks, and return the offsets to commit."""
         started = time.perf_counter()
         now_ns = time.time_ns()
+        horizon_ns = future_horizon_ns(now_ns)
         arrival_ms = now_ns // 1_000_000
         n = self._by_user
-        partition_of = records.user_partition
-        event_entry = records.event_entry
+        partition_of, fields_entry = records.user_partition, records.fields_entry
         packs: dict[int, list[records.Entry]] = {}  # by-user partition -> entries, in input order
         rejected = {Outcome.INVALID: 0, Outcome.FUTURE: 0}
         commit: dict[TopicPartition, int] = {}
@@ -59,24 +59,18 @@ class Ingest:
             src = tp.partition
             for rec in recs:
                 try:
-                    event = parse_event(rec.value)
-                    if is_future(event.ts_ns, now_ns):
-                        self._reject(
-                            packs,
-                            rec,
-                            Outcome.FUTURE,
-                            "future: ts more than 5 minutes ahead",
-                            arrival_ms,
-                            event.user_id,
-                        )
-                        rejected[Outcome.FUTURE] += 1
-                        continue
+                    fields = parse_fields(rec.value)
                 except InvalidEvent as exc:
                     self._reject(packs, rec, Outcome.INVALID, f"invalid: {exc.reason}", arrival_ms)
                     rejected[Outcome.INVALID] += 1
                     continue
-                entry = event_entry(event, src, rec.offset, arrival_ms)
-                partition = partition_of(event.user_id, n)
+                if fields[4] > horizon_ns:  # ts_ns
+                    reason = "future: ts more than 5 minutes ahead"
+                    self._reject(packs, rec, Outcome.FUTURE, reason, arrival_ms, fields[1])
+                    rejected[Outcome.FUTURE] += 1
+                    continue
+                entry = fields_entry(fields, src, rec.offset, arrival_ms)
+                partition = partition_of(entry[3], n)
                 pack = packs.get(partition)
                 if pack is None:
                     packs[partition] = [entry]

@@ -19,7 +19,7 @@ def _write_and_die(path: str, flush_interval_s: float, idle: bool) -> None:
     store = RocksStore(Path(path), flush_interval_s=flush_interval_s)
     state = UserState(accepted=1)
     for offset in range(3):
-        store.save({user_key(f"u{offset}"): (state, state.encode())}, offset)
+        store.save([user_key(f"u{offset}")], [state], [state.encode()], offset)
     if idle:  # the interval has passed with no more writes: the worker's idle tick flushes
         store._flush_at = 0.0
         store.maybe_flush()

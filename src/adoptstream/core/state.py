@@ -27,15 +27,20 @@ def _cohort_key(cohort: str | None) -> tuple[bool, str]:
     return (cohort is None, cohort or "")
 
 
-@dataclass(slots=True)
-class FeatureState:
-    """One user's history with one feature."""
+# One user's history with one feature is a plain list (cheap to create, encoded as it is):
+# [exposure_ns, exposure_cohort, first_use_ns, last_use_ns, uses]
+FeatureState = list
+EXPOSURE_NS, EXPOSURE_COHORT, FIRST_USE_NS, LAST_USE_NS, USES = range(5)
 
-    exposure_ns: int | None = None
-    exposure_cohort: str | None = None
-    first_use_ns: int | None = None
-    last_use_ns: int | None = None
-    uses: int = 0
+
+def feature_state(
+    exposure_ns: int | None = None,
+    exposure_cohort: str | None = None,
+    first_use_ns: int | None = None,
+    last_use_ns: int | None = None,
+    uses: int = 0,
+) -> FeatureState:
+    return [exposure_ns, exposure_cohort, first_use_ns, last_use_ns, uses]
 
 
 @dataclass(slots=True, init=False)
@@ -114,18 +119,22 @@ class UserState:
             if _earlier(ts, cohort, self.signup_ns, self.signup_cohort):
                 self.signup_ns, self.signup_cohort = ts, cohort
             return Outcome.ACCEPTED
-        fs = self.features.get(feature)  # type: ignore[arg-type]
-        if fs is None:
-            fs = self.features[feature] = FeatureState()  # type: ignore[index]
-        if etype == "exposure":
-            if _earlier(ts, cohort, fs.exposure_ns, fs.exposure_cohort):
-                fs.exposure_ns, fs.exposure_cohort = ts, cohort
-        else:
-            fs.uses += 1
-            if fs.first_use_ns is None or ts < fs.first_use_ns:
-                fs.first_use_ns = ts
-            if fs.last_use_ns is None or ts > fs.last_use_ns:
-                fs.last_use_ns = ts
+        features = self.features
+        fs = features.get(feature)  # type: ignore[arg-type]
+        if etype == "use":
+            if fs is None:
+                features[feature] = [None, None, ts, ts, 1]  # type: ignore[index]
+                return Outcome.ACCEPTED
+            fs[USES] += 1
+            first, last = fs[FIRST_USE_NS], fs[LAST_USE_NS]
+            if first is None or ts < first:
+                fs[FIRST_USE_NS] = ts
+            if last is None or ts > last:
+                fs[LAST_USE_NS] = ts
+        elif fs is None:  # exposure
+            features[feature] = [ts, cohort, None, None, 0]  # type: ignore[index]
+        elif _earlier(ts, cohort, fs[EXPOSURE_NS], fs[EXPOSURE_COHORT]):
+            fs[EXPOSURE_NS], fs[EXPOSURE_COHORT] = ts, cohort
         return Outcome.ACCEPTED
 
     def reject_future(self, src_partition: int, src_offset: int) -> None:
@@ -148,9 +157,6 @@ class UserState:
 
     def encode(self) -> bytes:
         """Compact, versioned serialization (changelog value and store value)."""
-        feats = {}
-        for name, f in self.features.items():
-            feats[name] = [f.exposure_ns, f.exposure_cohort, f.first_use_ns, f.last_use_ns, f.uses]
         return dumps(
             [
                 _STATE_VERSION,
@@ -158,7 +164,7 @@ class UserState:
                 self.signup_cohort,
                 self.accepted,
                 self.duplicates,
-                feats,
+                self.features,  # name -> [exposure_ns, exposure_cohort, first_use_ns, last_use_ns, uses]
                 self.seen,
                 list(self.sources.items()),  # pairs: JSON object keys would be strings
                 self.future,
@@ -172,14 +178,7 @@ class UserState:
         if version != _STATE_VERSION:
             raise ValueError(f"unknown user state version {version}")
         return cls(
-            signup_ns,
-            signup_cohort,
-            {name: FeatureState(*vals) for name, vals in feats.items()},
-            accepted,
-            duplicates,
-            seen,
-            dict(sources),
-            rest[0] if rest else 0,
+            signup_ns, signup_cohort, feats, accepted, duplicates, seen, dict(sources), rest[0] if rest else 0
         )
 
 

@@ -8,6 +8,7 @@ hour boundary is an exact sum.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,10 +27,7 @@ _TTFU_BOUNDS_NS = tuple(b * SECOND_NS for b in TTFU_BUCKETS_S)
 
 def _bucket_index(value_ns: int) -> int:
     """Index of the first bucket whose upper bound holds value_ns (len(bounds) for +Inf)."""
-    for i, bound in enumerate(_TTFU_BOUNDS_NS):
-        if value_ns <= bound:
-            return i
-    return len(_TTFU_BOUNDS_NS)
+    return bisect_left(_TTFU_BOUNDS_NS, value_ns)
 
 
 @dataclass(slots=True)
@@ -83,14 +81,12 @@ class AdoptionTotals:
         exposed, adopted, ttfu = self.exposed, self.adopted, self.ttfu
         first_use_any: int | None = None
         last_use_any: int | None = None
-        for name, fs in user.features.items():
+        for name, (exposure, exposure_cohort, first_use, last_use, n_uses) in user.features.items():
             feature_users[name] += sign
-            last_use = fs.last_use_ns
-            if fs.uses:
-                uses[name] += sign * fs.uses
+            if n_uses:
+                uses[name] += sign * n_uses
             if last_use is not None:
                 active_hours[name][last_use // HOUR_NS] += sign
-                first_use: int = fs.first_use_ns  # type: ignore[assignment]
                 if last_use_any is None:
                     first_use_any, last_use_any = first_use, last_use
                 else:
@@ -98,13 +94,12 @@ class AdoptionTotals:
                         last_use_any = last_use
                     if first_use < first_use_any:  # type: ignore[operator]
                         first_use_any = first_use
-            exposure = fs.exposure_ns
             if exposure is not None:
-                key = (name, fs.exposure_cohort or UNASSIGNED)
+                key = (name, exposure_cohort or UNASSIGNED)
                 exposed[key] += sign
-                if fs.first_use_ns is not None:
+                if first_use is not None:
                     adopted[key] += sign
-                    ttfu[name].observe(max(0, fs.first_use_ns - exposure), sign)
+                    ttfu[name].observe(max(0, first_use - exposure), sign)
         if last_use_any is not None:
             active_hours[ANY_FEATURE][last_use_any // HOUR_NS] += sign
         if user.signup_ns is not None:

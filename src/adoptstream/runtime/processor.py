@@ -166,34 +166,30 @@ class StateProcessor:
         """Apply one batch; return the by-user offsets that are now safe to commit."""
         started = time.perf_counter()
         changelog = self._config.changelog_topic
-        saved: list[tuple[OwnedPartition, dict[bytes, tuple[State, bytes]]]] = []
+        saved: list[tuple[OwnedPartition, list[bytes], list[State], list[bytes]]] = []
         commit: dict[TopicPartition, int] = {}
         total = 0
         last_ts = self._stats.last_event_ts_ns
-        append = self._sender.append
         for tp, recs in batch.items():
             partition = tp.partition
             owned = self.owned.get(partition)
             if owned is None:
                 continue  # revoked while fetched
-            touched, ts, count = self._apply(owned, recs)
+            keys, states, ts, count = self._apply(owned, recs)
             if ts is not None and (last_ts is None or ts > last_ts):
                 last_ts = ts
-            values: dict[bytes, tuple[State, bytes]] = {}
-            for key, state in touched.items():
-                value = state.encode()
-                append(changelog, partition, key, value)
-                values[key] = (state, value)
-            saved.append((owned, values))
+            values = [state.encode() for state in states]
+            self._sender.extend(changelog, partition, keys, values)
+            saved.append((owned, keys, states, values))
             commit[tp] = recs[-1].offset + 1
             total += count
         sent = await self._sender.flush()
         last_offsets: dict[int, int] = {}
         for b in sent:
             last_offsets[b.partition] = max(last_offsets.get(b.partition, -1), b.last_offset)
-        for owned, values in saved:
-            if values:
-                owned.store.save(values, last_offsets[owned.partition])
+        for owned, keys, states, values in saved:
+            if keys:
+                owned.store.save(keys, states, values, last_offsets[owned.partition])
         stats = self._stats
         stats.last_event_ts_ns = last_ts
         stats.last_processed_s = time.time()
@@ -203,19 +199,21 @@ class StateProcessor:
 
     def _apply(
         self, owned: OwnedPartition, recs: list[ConsumerRecord]
-    ) -> tuple[dict[bytes, State], int | None, int]:
+    ) -> tuple[list[bytes], list[State], int | None, int]:
         """Apply records to their states in place.
 
-        Returns the touched states, the max accepted event time and the number of entries. One pass
-        in offset order: a user's state is loaded (and its old contribution taken out of the totals)
-        at its first entry in the batch; its new contribution is put back once, after the batch, so
-        every touched state is loaded, updated and written exactly once per batch.
+        Returns the touched states with their store keys, the max accepted event time and the number
+        of entries. One pass in offset order: a user's state is loaded (and its old contribution
+        taken out of the totals) at its first entry in the batch; its new contribution is put back
+        once, after the batch, so every touched state is loaded, updated and written exactly once
+        per batch.
         """
         self._version += 1  # the totals change below
-        store, add_user = owned.store, owned.totals.add_user
+        load, add_user = owned.store.load, owned.totals.add_user
         types = records.EVENT_TYPES
         accepted = Outcome.ACCEPTED
         users: dict[str, UserState] = {}
+        keys: list[bytes] = []
         invalid: list[records.Entry] = []
         max_ts = -1 << 127
         count = 0
@@ -229,7 +227,9 @@ class StateProcessor:
                     continue
                 user = users.get(user_id)
                 if user is None:
-                    user = users[user_id] = _load_for_update(store, user_key(user_id), UserState, add_user)
+                    key = user_key(user_id)
+                    user = users[user_id] = _load_for_update(load, key, UserState, add_user)
+                    keys.append(key)
                 src_partition, src_offset = entry[0], entry[1]
                 if user.is_replay(src_partition, src_offset):
                     continue
@@ -242,30 +242,30 @@ class StateProcessor:
                 )
                 if outcome is accepted and ts_ns > max_ts:
                     max_ts = ts_ns
-        touched: dict[bytes, State] = {}
-        for user_id, user in users.items():
-            user.prune_seen()
-            add_user(user)
-            touched[user_key(user_id)] = user
+        states: list[State] = list(users.values())  # in first-touch order, like keys
+        for user in states:
+            user.prune_seen()  # type: ignore[union-attr]
+            add_user(user)  # type: ignore[arg-type]
         if invalid:
-            self._apply_invalid(owned, invalid, touched)
-        return touched, None if max_ts == -1 << 127 else max_ts, count
+            self._apply_invalid(owned, invalid, keys, states)
+        return keys, states, None if max_ts == -1 << 127 else max_ts, count
 
     @staticmethod
     def _apply_invalid(
-        owned: OwnedPartition, entries: list[records.Entry], touched: dict[bytes, State]
+        owned: OwnedPartition, entries: list[records.Entry], keys: list[bytes], states: list[State]
     ) -> None:
-        store, totals = owned.store, owned.totals
+        load, totals = owned.store.load, owned.totals
         sources: dict[bytes, SourceOutcomes] = {}
         for src_partition, src_offset, _, _, code in entries:
             key = source_key(src_partition)
             source = sources.get(key)
             if source is None:
-                source = sources[key] = _load_for_update(store, key, SourceOutcomes, totals.add_source)
+                source = sources[key] = _load_for_update(load, key, SourceOutcomes, totals.add_source)
             source.apply(records.REJECTED[code], src_offset)
         for key, source in sources.items():
             totals.add_source(source)
-            touched[key] = source
+            keys.append(key)
+            states.append(source)
 
     def merged_totals(self) -> AdoptionTotals:
         """The totals of every owned partition, added up (what this worker exports); read only.
@@ -284,10 +284,10 @@ class StateProcessor:
 
 
 def _load_for_update(
-    store: PartitionStore, key: bytes, new: Callable[[], S], add: Callable[[S, int], None]
+    load: Callable[[bytes], State | None], key: bytes, new: Callable[[], S], add: Callable[[S, int], None]
 ) -> S:
     """A state about to change in this batch: its old contribution is taken out of the totals."""
-    state = store.load(key)
+    state = load(key)
     if state is None:
         return new()
     add(state, -1)  # type: ignore[arg-type]

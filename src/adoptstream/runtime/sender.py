@@ -47,19 +47,45 @@ class BatchSender:
         timestamp_ms: int | None = None,
     ) -> None:
         """Add one record; `timestamp_ms` is its CreateTime (None: the clock now)."""
+        entry = self._slot(topic, partition)
+        hdrs = list(headers) if headers else _NO_HEADERS
+        if entry[0].append(key=key, value=value, timestamp=timestamp_ms, headers=hdrs) is None:
+            self._roll_over(topic, partition, entry, value)
+            if entry[0].append(key=key, value=value, timestamp=timestamp_ms, headers=hdrs) is None:
+                raise ValueError(f"record of {len(value or b'')} bytes is larger than the batch size")
+        entry[1] += 1
+
+    def extend(self, topic: str, partition: int, keys: list[bytes], values: list[bytes]) -> None:
+        """Add records without headers, `keys[i]` with `values[i]`, stamped now (the changelog's hot path)."""
+        if len(keys) != len(values):
+            raise ValueError(f"{len(keys)} keys but {len(values)} values")
+        entry = self._slot(topic, partition)
+        batch, count = entry
+        append = batch.append
+        for key, value in zip(keys, values, strict=False):  # lengths checked above
+            if append(key=key, value=value, timestamp=None, headers=_NO_HEADERS) is None:
+                entry[1] = count
+                self._roll_over(topic, partition, entry, value)
+                batch, count = entry
+                append = batch.append
+                if append(key=key, value=value, timestamp=None, headers=_NO_HEADERS) is None:
+                    raise ValueError(f"record of {len(value)} bytes is larger than the batch size")
+            count += 1
+        entry[1] = count
+
+    def _slot(self, topic: str, partition: int) -> list:
         slot = (topic, partition)
         entry = self._open.get(slot)
         if entry is None:
             entry = self._open[slot] = [self._producer.create_batch(), 0]
-        hdrs = list(headers) if headers else _NO_HEADERS
-        if entry[0].append(key=key, value=value, timestamp=timestamp_ms, headers=hdrs) is None:
-            if entry[1] == 0:
-                raise ValueError(f"record of {len(value or b'')} bytes does not fit in an empty batch")
-            self._full.append((topic, partition, entry[0], entry[1]))
-            entry[0], entry[1] = self._producer.create_batch(), 0
-            if entry[0].append(key=key, value=value, timestamp=timestamp_ms, headers=hdrs) is None:
-                raise ValueError(f"record of {len(value or b'')} bytes is larger than the batch size")
-        entry[1] += 1
+        return entry
+
+    def _roll_over(self, topic: str, partition: int, entry: list, value: bytes | None) -> None:
+        """The open batch of a slot is full: queue it and open a new one."""
+        if entry[1] == 0:
+            raise ValueError(f"record of {len(value or b'')} bytes does not fit in an empty batch")
+        self._full.append((topic, partition, entry[0], entry[1]))
+        entry[0], entry[1] = self._producer.create_batch(), 0
 
     async def flush(self) -> list[SentBatch]:
         """Send every collected batch and wait until the broker acknowledged all of them."""

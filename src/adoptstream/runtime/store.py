@@ -44,7 +44,9 @@ class PartitionStore(Protocol):
 
     def load(self, key: bytes) -> State | None: ...
 
-    def save(self, states: dict[bytes, tuple[State, bytes]], changelog_offset: int) -> None: ...
+    def save(
+        self, keys: list[bytes], states: list[State], values: list[bytes], changelog_offset: int
+    ) -> None: ...
 
     def save_raw(self, values: dict[bytes, bytes], changelog_offset: int) -> None: ...
 
@@ -67,9 +69,10 @@ class MemoryStore:
     def load(self, key: bytes) -> State | None:
         return self._data.get(key)
 
-    def save(self, states: dict[bytes, tuple[State, bytes]], changelog_offset: int) -> None:
-        for key, (state, _) in states.items():
-            self._data[key] = state
+    def save(
+        self, keys: list[bytes], states: list[State], values: list[bytes], changelog_offset: int
+    ) -> None:
+        self._data.update(zip(keys, states, strict=True))
         self.changelog_offset = changelog_offset
 
     def save_raw(self, values: dict[bytes, bytes], changelog_offset: int) -> None:
@@ -112,6 +115,9 @@ class RocksStore:
         table = BlockBasedOptions()
         table.set_bloom_filter(10, False)  # a new user's lookup rarely touches the disk
         self._options.set_block_based_table_factory(table)
+        # ... nor searches the memtables' skip lists (several µs each at a few 100k entries)
+        self._options.set_memtable_prefix_bloom_ratio(0.1)
+        self._options.set_memtable_whole_key_filtering(True)
         self._db = Rdict(str(path), self._options)
         # No write-ahead log: every value is in the changelog first, and the offset key is written in
         # the same atomic batch, so after a crash the store is an older consistent state and
@@ -128,11 +134,13 @@ class RocksStore:
         raw = self._db.get(key)
         return None if raw is None else decode_state(key, raw)
 
-    def save(self, states: dict[bytes, tuple[State, bytes]], changelog_offset: int) -> None:
-        self._write(((key, value) for key, (_, value) in states.items()), changelog_offset)
+    def save(
+        self, keys: list[bytes], states: list[State], values: list[bytes], changelog_offset: int
+    ) -> None:
+        self._write(zip(keys, values, strict=True), changelog_offset)
         cache = self._cache
         pop = cache.pop
-        for key, (state, _) in states.items():
+        for key, state in zip(keys, states, strict=True):
             pop(key, None)  # re-inserted at the end: the cache drops the least recently saved first
             cache[key] = state
         excess = len(cache) - self._cache_size
@@ -146,12 +154,16 @@ class RocksStore:
             self._cache.pop(key, None)
 
     def _write(self, values: Iterable[tuple[bytes, bytes]], changelog_offset: int) -> None:
-        """Values and the changelog offset they reflect, in one atomic batch."""
+        """Values and the changelog offset they reflect, in one atomic batch.
+
+        In key order: RocksDB's memtable (a skip list) takes sorted keys several times faster than
+        random ones, since each insert starts where the previous one ended.
+        """
         from rocksdict import WriteBatch
 
         batch = WriteBatch(raw_mode=True)
         put = batch.put
-        for key, value in values:
+        for key, value in sorted(values):
             put(key, value)
         put(_OFFSET_KEY, str(changelog_offset).encode())
         self._db.write(batch, self._write_options)

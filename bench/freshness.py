@@ -237,7 +237,7 @@ def main() -> int:
                 common.produce(bootstrap, topic, back)
                 n = len(back)
                 while True:
-                    s = worker.samples(timeout=10)
+                    s = worker.samples(timeout=10, query=common.EVENTS_ONLY)
                     if s is not None and common.metric_sum(s, "adoptstream_events_total") >= n:
                         t_last = time.time()
                         break

@@ -122,7 +122,7 @@ def wait_total(workers: list[common.Worker], n: int, timeout: float, every: floa
     deadline = time.monotonic() + timeout
     last_log = 0.0
     while time.monotonic() < deadline:
-        pages = [w.samples(timeout=15) for w in workers if w.alive()]
+        pages = [w.samples(timeout=15, query=common.EVENTS_ONLY) for w in workers if w.alive()]
         total = sum(common.metric_sum(p, "adoptstream_events_total") for p in pages if p)
         if on_poll:
             on_poll(total)

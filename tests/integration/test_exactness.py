@@ -91,6 +91,9 @@ def test_two_workers_rebalance_mid_stream_foreign_producer(
         assert_exact([a, b], msgs, publish_ns)
         # both workers really own state: each exports part of the users
         assert total_events([a.samples()]) > 0 and total_events([b.samples()]) > 0
+        for w in (a, b):  # the name[] filter (what the bench polls) serves the same outcome samples
+            full = {k: v for k, v in w.samples().items() if k[0] == "adoptstream_events_total"}
+            assert w.samples("?name[]=adoptstream_events_total") == full
     finally:
         a.stop()
         b.stop()

@@ -124,8 +124,8 @@ class WorkerProcess:
             time.sleep(0.1)
         raise TimeoutError(f"worker on port {self.port} not ready in {timeout_s}s:\n{self.log_tail()}")
 
-    def samples(self) -> Samples:
-        status, text = self.get("/metrics")
+    def samples(self, query: str = "") -> Samples:
+        status, text = self.get("/metrics" + query)
         assert status == 200, text
         return parse_samples(text)
 

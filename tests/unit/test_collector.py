@@ -347,3 +347,42 @@ def test_active_users_range_sum_equals_bucket_walk(hours: dict[int, int], now_ho
         start = window_start_hour(now_ns, days)
         assert got[window] == sum(c for h, c in totals.active_hours["f"].items() if h >= start)
     assert totals.active_users("missing", now_ns) == dict.fromkeys(WINDOWS_DAYS, 0)
+
+
+# -- name[] filter: only the families asked for are built -------------------------------------------
+
+
+class OutcomeSource(Source):
+    """A source that can merge outcomes alone, like the worker's StateProcessor."""
+
+    def __init__(self, totals: AdoptionTotals) -> None:
+        super().__init__(totals)
+        self.outcome_calls = 0
+
+    def merged_outcomes(self) -> dict[str, int]:
+        self.outcome_calls += 1
+        return dict(self.totals.outcomes)
+
+
+def test_outcome_counter_alone_skips_the_adoption_merge() -> None:
+    totals = totals_of([user(ev("u", "use", "f", T - HOUR, eid="a"))])
+    source = OutcomeSource(totals)
+    collector = AdoptionCollector(source, 10, 10, clock_ns=lambda: T)
+    families = list(collector.collect_named({"adoptstream_events_total"}))
+    assert [f.name for f in families] == ["adoptstream_events"]
+    assert {s.labels["outcome"]: s.value for s in families[0].samples}["accepted"] == 1
+    assert (source.calls, source.outcome_calls) == (0, 1)
+    # without merged_outcomes the totals are merged, with the same answer
+    plain = AdoptionCollector(Source(totals), 10, 10, clock_ns=lambda: T)
+    assert [f.samples for f in plain.collect_named({"adoptstream_events_total"})] == [families[0].samples]
+
+
+def test_name_filter_keeps_only_the_named_samples() -> None:
+    totals = totals_of([user(ev("u", "exposure", "f", T - 2 * HOUR), ev("u", "use", "f", T - HOUR))])
+    collector = make(totals)
+    got = list(collector.collect_named({"adoptstream_time_to_first_use_seconds_count", "nope"}))
+    assert [f.name for f in got] == ["adoptstream_time_to_first_use_seconds"]
+    assert {s.name for s in got[0].samples} == {"adoptstream_time_to_first_use_seconds_count"}
+    assert {s.labels["feature"]: s.value for s in got[0].samples} == {"*": 0, "f": 1}
+    assert list(collector.collect_named({"nope"})) == []
+    assert [f.name for f in collector.collect_named(None)] == [f.name for f in collector.collect()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -25,10 +25,40 @@ if TYPE_CHECKING:
 
 OVERFLOW = "__overflow__"
 OUTCOMES = ("accepted", "duplicate", "invalid", "future")
+FAMILIES = (  # what AdoptionCollector exports; the outcome counter first
+    "adoptstream_events",
+    "adoptstream_active_users",
+    "adoptstream_exposed_users",
+    "adoptstream_adopted_users",
+    "adoptstream_time_to_first_use_seconds",
+    "adoptstream_feature_uses",
+    "adoptstream_label_overflow_values",
+)
 
 
 class TotalsSource(Protocol):
     def merged_totals(self) -> AdoptionTotals: ...
+
+
+_SUFFIXES = ("", "_total", "_created", "_bucket", "_sum", "_count")
+
+
+def restricted(metrics: Iterable[Metric], names: Collection[str] | None) -> Iterator[Metric]:
+    """Only the samples named in `names` (Prometheus' `name[]` filter); None: everything."""
+    for metric in metrics:
+        if names is None:
+            yield metric
+            continue
+        samples = [s for s in metric.samples if s.name in names]
+        if samples:
+            only = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+            only.samples = samples
+            yield only
+
+
+def wants(family: str, names: Collection[str] | None) -> bool:
+    """Does a `name[]` filter (None: no filter) ask for any sample of this family?"""
+    return names is None or any(family + suffix in names for suffix in _SUFFIXES)
 
 
 class LabelCap:
@@ -67,6 +97,29 @@ class AdoptionCollector(Collector):
         return []  # families are dynamic; registering must not trigger a collect
 
     def collect(self) -> Iterator[Metric]:
+        return self.collect_named(None)
+
+    def collect_named(self, names: Collection[str] | None) -> Iterator[Metric]:
+        """The families named in a `name[]` filter (None: all). Asking only for the outcome counter
+        skips merging the partitions' adoption aggregates (cheap to poll often)."""
+        if names is not None and not any(wants(f, names) for f in FAMILIES[1:]):
+            if wants(FAMILIES[0], names):
+                yield from restricted([self._events(self._outcomes())], names)
+            return
+        yield from restricted(self._collect_all(), names)
+
+    def _outcomes(self) -> dict[str, int]:
+        merged_outcomes = getattr(self._source, "merged_outcomes", None)
+        return merged_outcomes() if merged_outcomes else self._source.merged_totals().outcomes
+
+    @staticmethod
+    def _events(outcomes: dict[str, int]) -> Metric:
+        events = CounterMetricFamily("adoptstream_events", "Messages by outcome.", labels=["outcome"])
+        for outcome in OUTCOMES:
+            events.add_metric([outcome], outcomes.get(outcome, 0))
+        return events
+
+    def _collect_all(self) -> Iterator[Metric]:
         totals = self._source.merged_totals()
         now_ns = self._clock_ns()
         feat, cohort = self.features, self.cohorts
@@ -78,10 +131,7 @@ class AdoptionCollector(Collector):
             if n > 0:
                 cohort(c)
 
-        events = CounterMetricFamily("adoptstream_events", "Messages by outcome.", labels=["outcome"])
-        for outcome in OUTCOMES:
-            events.add_metric([outcome], totals.outcomes.get(outcome, 0))
-        yield events
+        yield self._events(totals.outcomes)
 
         active: dict[tuple[str, str], int] = defaultdict(int)
         for name in features:
@@ -168,6 +218,12 @@ class OperationsCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
+        return self.collect_named(None)
+
+    def collect_named(self, names: Collection[str] | None) -> Iterator[Metric]:
+        return restricted(self._collect_all(), names)
+
+    def _collect_all(self) -> Iterator[Metric]:
         w = self._worker
         stats = w.stats
         lag = GaugeMetricFamily(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import Metric
 
 from adoptstream.core.totals import ANY_FEATURE
+from adoptstream.exposition.collector import restricted
 
 if TYPE_CHECKING:
     from adoptstream.runtime.worker import Worker
@@ -34,6 +37,18 @@ def summary(worker: Worker, now_ns: int | None = None) -> dict[str, Any]:
             "uses": sum(totals.uses.values()) if name == ANY_FEATURE else totals.uses.get(name, 0),
         }
     return {"events": dict(totals.outcomes), "features": features}
+
+
+class _Named:
+    """The samples of a `/metrics?name[]=...` query, building only the families asked for."""
+
+    def __init__(self, worker: Worker, names: set[str]) -> None:
+        self._worker, self._names = worker, names
+
+    def collect(self) -> Iterator[Metric]:
+        yield from restricted(self._worker.stats.registry.collect(), self._names)
+        for collector in self._worker.collectors:
+            yield from collector.collect_named(self._names)
 
 
 class WebServer:
@@ -64,8 +79,9 @@ class WebServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    async def _metrics(self, _: web.Request) -> web.Response:
-        body = generate_latest(self._worker.registry)
+    async def _metrics(self, request: web.Request) -> web.Response:
+        names = request.query.getall("name[]", [])
+        body = generate_latest(_Named(self._worker, set(names)) if names else self._worker.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, _: web.Request) -> web.Response:

@@ -15,6 +15,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from prometheus_client import CollectorRegistry
 
 from adoptstream import __version__
+from adoptstream.exposition.collector import AdoptionCollector, OperationsCollector
 from adoptstream.runtime import records
 from adoptstream.runtime.config import WorkerConfig
 from adoptstream.runtime.ingest import Ingest
@@ -58,8 +59,10 @@ class Worker:
 
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
-        self.registry = CollectorRegistry()
-        self.stats = WorkerStats(self.registry)
+        self.stats = WorkerStats(CollectorRegistry())
+        self.registry = CollectorRegistry()  # everything /metrics serves
+        self.registry.register(self.stats.registry)
+        self.collectors: list[AdoptionCollector | OperationsCollector] = []
         self.started_at = time.time()
         self._stopping = asyncio.Event()
         self._ingest_lock = asyncio.Lock()
@@ -93,7 +96,6 @@ class Worker:
 
     async def start(self) -> None:
         """Create topics, start Kafka clients and the web endpoint."""
-        from adoptstream.exposition.collector import AdoptionCollector, OperationsCollector
         from adoptstream.exposition.web import WebServer
 
         c = self.config
@@ -113,8 +115,12 @@ class Worker:
         self._ingest_sender = BatchSender(self._producer)
         self.processor = StateProcessor(c, self._state_sender, self.stats)
         self._ingest = Ingest(c, self._ingest_sender, self.stats, by_user, dlq_partitions)
-        self.registry.register(AdoptionCollector(self.processor, c.max_features, c.max_cohorts))
-        self.registry.register(OperationsCollector(self))
+        self.collectors = [
+            AdoptionCollector(self.processor, c.max_features, c.max_cohorts),
+            OperationsCollector(self),
+        ]
+        for collector in self.collectors:
+            self.registry.register(collector)
         self._web = WebServer(self, c.web_host, c.web_port)
         await self._web.start()
 

@@ -77,6 +77,10 @@ class AdoptionTotals:
         outcomes["duplicate"] += sign * user.duplicates
         if user.future:
             outcomes["future"] += sign * user.future
+        self.add_adoption(user, sign)
+
+    def add_adoption(self, user: UserState, sign: int = 1) -> None:
+        """`add_user` without the outcome counts (the state stage counts outcomes as it applies)."""
         feature_users, uses, active_hours = self.feature_users, self.uses, self.active_hours
         exposed, adopted, ttfu = self.exposed, self.adopted, self.ttfu
         first_use_any: int | None = None

@@ -175,10 +175,9 @@ class StateProcessor:
             owned = self.owned.get(partition)
             if owned is None:
                 continue  # revoked while fetched
-            keys, states, ts, count = self._apply(owned, recs)
+            keys, states, values, ts, count = self._apply(owned, recs)
             if ts is not None and (last_ts is None or ts > last_ts):
                 last_ts = ts
-            values = [state.encode() for state in states]
             self._sender.extend(changelog, partition, keys, values)
             saved.append((owned, keys, states, values))
             commit[tp] = recs[-1].offset + 1
@@ -199,24 +198,27 @@ class StateProcessor:
 
     def _apply(
         self, owned: OwnedPartition, recs: list[ConsumerRecord]
-    ) -> tuple[list[bytes], list[State], int | None, int]:
+    ) -> tuple[list[bytes], list[State], list[bytes], int | None, int]:
         """Apply records to their states in place.
 
-        Returns the touched states with their store keys, the max accepted event time and the number
-        of entries. One pass in offset order: a user's state is loaded (and its old contribution
-        taken out of the totals) at its first entry in the batch; its new contribution is put back
-        once, after the batch, so every touched state is loaded, updated and written exactly once
-        per batch.
+        Returns the touched states with their store keys and encoded values, the max accepted event
+        time and the number of entries. One pass in offset order: a user's state is loaded (and its
+        old contribution taken out of the totals) at its first entry in the batch; its new
+        contribution is put back once, after the batch, so every touched state is loaded, updated
+        and written exactly once per batch. (Grouping the entries by user first, to do each user's
+        work in one go, measured no faster: more instructions and more cache misses.) Outcomes are
+        counted as they are given (a replay gets none).
         """
         self._version += 1  # the totals change below
-        load, add_user = owned.store.load, owned.totals.add_user
+        totals = owned.totals
+        load, add_adoption = owned.store.load, totals.add_adoption
         types = records.EVENT_TYPES
         accepted = Outcome.ACCEPTED
         users: dict[str, UserState] = {}
         keys: list[bytes] = []
         invalid: list[records.Entry] = []
         max_ts = -1 << 127
-        count = 0
+        count = n_accepted = n_duplicate = n_future = 0
         for rec in recs:
             entries = records.unpack(rec.key, rec.value)
             count += len(entries)
@@ -228,31 +230,50 @@ class StateProcessor:
                 user = users.get(user_id)
                 if user is None:
                     key = user_key(user_id)
-                    user = users[user_id] = _load_for_update(load, key, UserState, add_user)
+                    user = users[user_id] = _load_for_update(load, key, UserState, add_adoption)
                     keys.append(key)
                 src_partition, src_offset = entry[0], entry[1]
                 if user.is_replay(src_partition, src_offset):
                     continue
                 if len(entry) == 5:  # a future message of this user
                     user.reject_future(src_partition, src_offset)
+                    n_future += 1
                     continue
                 _, _, arrival_ms, _, event_id, tcode, feature, ts_ns, cohort = entry
-                outcome = user.apply_fields(
-                    event_id, types[tcode], feature, ts_ns, cohort, arrival_ms, src_partition, src_offset
-                )
-                if outcome is accepted and ts_ns > max_ts:
-                    max_ts = ts_ns
+                if (
+                    user.apply_fields(
+                        event_id, types[tcode], feature, ts_ns, cohort, arrival_ms, src_partition, src_offset
+                    )
+                    is accepted
+                ):
+                    n_accepted += 1
+                    if ts_ns > max_ts:
+                        max_ts = ts_ns
+                else:
+                    n_duplicate += 1
         states: list[State] = list(users.values())  # in first-touch order, like keys
+        values: list[bytes] = []
         for user in states:
-            user.prune_seen()  # type: ignore[union-attr]
-            add_user(user)  # type: ignore[arg-type]
+            if len(user.seen) > 1:  # type: ignore[union-attr]
+                user.prune_seen()  # type: ignore[union-attr]
+            add_adoption(user)  # type: ignore[arg-type]
+            values.append(user.encode())
+        outcomes = totals.outcomes
+        outcomes["accepted"] += n_accepted
+        outcomes["duplicate"] += n_duplicate
+        if n_future:
+            outcomes["future"] += n_future
         if invalid:
-            self._apply_invalid(owned, invalid, keys, states)
-        return keys, states, None if max_ts == -1 << 127 else max_ts, count
+            self._apply_invalid(owned, invalid, keys, states, values)
+        return keys, states, values, None if max_ts == -1 << 127 else max_ts, count
 
     @staticmethod
     def _apply_invalid(
-        owned: OwnedPartition, entries: list[records.Entry], keys: list[bytes], states: list[State]
+        owned: OwnedPartition,
+        entries: list[records.Entry],
+        keys: list[bytes],
+        states: list[State],
+        values: list[bytes],
     ) -> None:
         load, totals = owned.store.load, owned.totals
         sources: dict[bytes, SourceOutcomes] = {}
@@ -266,6 +287,7 @@ class StateProcessor:
             totals.add_source(source)
             keys.append(key)
             states.append(source)
+            values.append(source.encode())
 
     def merged_outcomes(self) -> dict[str, int]:
         """Messages by outcome over every owned partition (cheaper than `merged_totals`)."""

@@ -570,3 +570,58 @@ def test_float_fast_path_is_exact(ts: float) -> None:
 )
 def test_fast_iso_path_odd_shapes_agree(text: str) -> None:
     assert _fast_and_general(text), text
+
+
+# -- the msgspec fast path judges like the checked (orjson) path and the model ----------------------
+
+
+def _judged(parse: Any, raw: bytes | None) -> object:
+    try:
+        return parse(raw)
+    except InvalidEvent:
+        return InvalidEvent
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_objects(), st.integers(0, 10_000), st.binary(min_size=0, max_size=3), st.booleans())
+def test_fast_path_agrees_with_checked_path(
+    obj: dict[str, Any], where: int, junk: bytes, replace: bool
+) -> None:
+    from adoptstream.core.events import _parse_fields_checked, parse_fields
+
+    raw = json.dumps(obj, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    i = where % (len(raw) + 1)
+    mutated = raw[:i] + junk + raw[i + (len(junk) if replace else 0) :]
+    assert _judged(parse_fields, mutated) == _judged(_parse_fields_checked, mutated), mutated
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        b'"\xff"',  # junk byte in a string msgspec skips without decoding
+        b'"\xed\xa0\x80"',  # a surrogate encoded in UTF-8
+        b'"\\udc00"',  # lone surrogate escapes
+        b'"\\ud800\\u0041"',
+        b'"a\nb"',  # raw control character
+        b"[1,]",
+        b"01",
+        b"NaN",
+    ],
+)
+def test_bad_json_in_an_ignored_field_is_invalid(extra: bytes) -> None:
+    raw = msg()[:-1] + b', "x": ' + extra + b"}"
+    assert model.parse(raw) is None
+    with pytest.raises(InvalidEvent, match="JSON"):
+        parse_event(raw)
+
+
+def test_fast_path_hands_odd_but_valid_events_to_the_checked_path() -> None:
+    # a signup's feature is ignored whatever its type; unicode survives both paths
+    assert parse_event(msg(type="signup", feature=5)).feature is None
+    assert parse_event(msg(user_id="田中😀", cohort="Welle ü")).user_id == "田中😀"
+    # valid JSON numbers beyond a double in an ignored field: valid, as the model says
+    raw = msg()[:-1] + b', "x": 1e400}'
+    assert model.parse(raw) is not None
+    assert parse_event(raw).user_id == "u1"
+    with pytest.raises(InvalidEvent):
+        parse_event(msg(ts=True))

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from enum import Enum
+from typing import Annotated, Literal
 
+import msgspec
 import orjson
 
 from adoptstream.core.deepjson import DeepJSONError, loads_deep
@@ -62,8 +64,60 @@ def parse_event(value: bytes | None) -> Event:
 EventFields = tuple[str, str, str, "str | None", int, "str | None"]
 
 
+class _Wire(msgspec.Struct):
+    """The contract's fields as msgspec decodes them straight from the bytes (others are skipped)."""
+
+    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    type: Literal["signup", "exposure", "use"]
+    ts: int | float | str
+    feature: str | None = None
+    cohort: str | None = None
+
+
+_decode_wire = msgspec.json.Decoder(_Wire).decode
+
+
 def parse_fields(value: bytes | None) -> EventFields:
-    """`parse_event` without the object: (event_id, user_id, type, feature, ts_ns, cohort)."""
+    """`parse_event` without the object: (event_id, user_id, type, feature, ts_ns, cohort).
+
+    Fast path: msgspec decodes and type-checks the contract's fields in C, without building a dict;
+    the rest is checked here. Anything it does not take (a wrong type, deep nesting, bad JSON) goes
+    to `_parse_fields_checked`, which decides (it may still accept) and gives the reason. msgspec
+    skips unknown fields without checking their UTF-8, hence the explicit check of non-ASCII input.
+    """
+    if value is None or len(value) > MAX_EVENT_BYTES:
+        return _parse_fields_checked(value)
+    try:
+        if not value.isascii():
+            value.decode()  # strict UTF-8: no junk bytes, no encoded surrogates
+        wire = _decode_wire(value)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError
+        return _parse_fields_checked(value)
+    etype = wire.type
+    if etype == "signup":
+        feature = None
+    else:
+        feature = wire.feature
+        if feature is None or feature not in _valid_features:
+            _check_feature(feature)
+    ts = wire.ts
+    if type(ts) is int:
+        ts_ns = ts * NS_PER_MS
+    elif type(ts) is str:
+        ts_ns = _fast_iso_ns(ts)
+        if ts_ns is None:
+            ts_ns = _parse_iso_ns(ts)
+    else:
+        ts_ns = parse_ts_ns(ts)
+    cohort = wire.cohort
+    if cohort is not None and cohort not in _valid_cohorts:
+        _check_cohort(cohort)
+    return wire.event_id, wire.user_id, etype, feature, ts_ns, cohort
+
+
+def _parse_fields_checked(value: bytes | None) -> EventFields:
+    """`parse_fields` through orjson and checks in Python: decides every message and says why."""
     if value is None:
         raise InvalidEvent("empty message (null value)")
     if len(value) > MAX_EVENT_BYTES:

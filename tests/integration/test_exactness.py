@@ -91,9 +91,10 @@ def test_two_workers_rebalance_mid_stream_foreign_producer(
         assert_exact([a, b], msgs, publish_ns)
         # both workers really own state: each exports part of the users
         assert total_events([a.samples()]) > 0 and total_events([b.samples()]) > 0
-        for w in (a, b):  # the name[] filter (what the bench polls) serves the same outcome samples
-            full = {k: v for k, v in w.samples().items() if k[0] == "adoptstream_events_total"}
-            assert w.samples("?name[]=adoptstream_events_total") == full
+        for w in (a, b):  # the name[] filter (what the benches poll) serves the same samples
+            for name in ("adoptstream_events_total", "adoptstream_active_users"):
+                full = {k: v for k, v in w.samples().items() if k[0] == name}
+                assert w.samples(f"?name[]={name}") == full, name
     finally:
         a.stop()
         b.stop()

@@ -352,29 +352,52 @@ def test_active_users_range_sum_equals_bucket_walk(hours: dict[int, int], now_ho
 # -- name[] filter: only the families asked for are built -------------------------------------------
 
 
-class OutcomeSource(Source):
-    """A source that can merge outcomes alone, like the worker's StateProcessor."""
+class PartitionedSource(Source):
+    """A source that also hands out the partitions' own totals, like the worker's StateProcessor."""
 
-    def __init__(self, totals: AdoptionTotals) -> None:
-        super().__init__(totals)
-        self.outcome_calls = 0
+    def __init__(self, parts: list[AdoptionTotals]) -> None:
+        merged = AdoptionTotals()
+        for part in parts:
+            merged.merge(part)
+        super().__init__(merged)
+        self.parts = parts
 
-    def merged_outcomes(self) -> dict[str, int]:
-        self.outcome_calls += 1
-        return dict(self.totals.outcomes)
+    def partition_totals(self) -> list[AdoptionTotals]:
+        return self.parts
 
 
-def test_outcome_counter_alone_skips_the_adoption_merge() -> None:
-    totals = totals_of([user(ev("u", "use", "f", T - HOUR, eid="a"))])
-    source = OutcomeSource(totals)
+def _two_partitions() -> list[AdoptionTotals]:
+    return [
+        totals_of([user(ev("u", "use", "f", T - HOUR, eid="a")), user(ev("v", "use", "g", T - 9 * DAY))]),
+        totals_of([user(ev("w", "exposure", "f", T - 2 * DAY), ev("w", "use", "f", T - DAY))]),
+    ]
+
+
+def test_outcomes_and_active_users_alone_skip_the_merge() -> None:
+    source = PartitionedSource(_two_partitions())
     collector = AdoptionCollector(source, 10, 10, clock_ns=lambda: T)
-    families = list(collector.collect_named({"adoptstream_events_total"}))
-    assert [f.name for f in families] == ["adoptstream_events"]
-    assert {s.labels["outcome"]: s.value for s in families[0].samples}["accepted"] == 1
-    assert (source.calls, source.outcome_calls) == (0, 1)
-    # without merged_outcomes the totals are merged, with the same answer
-    plain = AdoptionCollector(Source(totals), 10, 10, clock_ns=lambda: T)
-    assert [f.samples for f in plain.collect_named({"adoptstream_events_total"})] == [families[0].samples]
+    wanted = {"adoptstream_events_total", "adoptstream_active_users"}
+    partial = {f.name: f.samples for f in collector.collect_named(wanted)}
+    assert source.calls == 0
+    full = {f.name: f.samples for f in collector.collect()}
+    assert source.calls == 1
+    assert partial == {name: full[name] for name in ("adoptstream_events", "adoptstream_active_users")}
+    assert {(s.labels["feature"], s.labels["window"]): s.value for s in partial["adoptstream_active_users"]}[
+        ("f", "7d")
+    ] == 2
+    # a source without partition_totals gives the same through its merged totals
+    plain = AdoptionCollector(Source(source.totals), 10, 10, clock_ns=lambda: T)
+    assert {f.name: f.samples for f in plain.collect_named(wanted)} == partial
+
+
+def test_partial_scrape_admits_features_like_a_full_one() -> None:
+    parts = _two_partitions()
+    partial_first = AdoptionCollector(PartitionedSource(parts), 1, 10, clock_ns=lambda: T)
+    list(partial_first.collect_named({"adoptstream_active_users"}))
+    full_first = AdoptionCollector(PartitionedSource(parts), 1, 10, clock_ns=lambda: T)
+    list(full_first.collect())
+    assert partial_first.features.folded == full_first.features.folded == {"g"}
+    assert [f.samples for f in partial_first.collect()] == [f.samples for f in full_first.collect()]
 
 
 def test_name_filter_keeps_only_the_named_samples() -> None:

@@ -139,7 +139,7 @@ class AdoptionTotals:
 
     def features(self) -> list[str]:
         """Features seen in any accepted event, plus '*'."""
-        return [ANY_FEATURE, *sorted(f for f, n in self.feature_users.items() if n > 0)]
+        return seen_features([self])
 
     def active_users(self, feature: str, now_ns: int) -> dict[str, int]:
         """Distinct users with a use of `feature` in each window, at wall-clock `now_ns`."""
@@ -158,6 +158,12 @@ class AdoptionTotals:
             else:  # hours far ahead of this clock: walk the buckets instead of the range
                 out[window] = sum(c for h, c in hours.items() if h >= start)
         return out
+
+
+def seen_features(parts: Iterable[AdoptionTotals]) -> list[str]:
+    """'*' and, sorted, the features seen in any accepted event of any of `parts` (= of their sum)."""
+    seen = {f for totals in parts for f, n in totals.feature_users.items() if n > 0}
+    return [ANY_FEATURE, *sorted(seen)]
 
 
 def totals_of(users: Iterable[UserState], sources: Iterable[SourceOutcomes] = ()) -> AdoptionTotals:

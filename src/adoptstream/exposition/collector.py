@@ -18,6 +18,7 @@ from adoptstream.core.totals import (
     WINDOWS_DAYS,
     AdoptionTotals,
     Histogram,
+    seen_features,
 )
 
 if TYPE_CHECKING:
@@ -37,6 +38,9 @@ FAMILIES = (  # what AdoptionCollector exports; the outcome counter first
 
 
 class TotalsSource(Protocol):
+    """What the collector reads: the merged totals (and, optionally, `partition_totals()`: the parts
+    they are the sum of, which lets a filtered scrape skip the merge)."""
+
     def merged_totals(self) -> AdoptionTotals: ...
 
 
@@ -100,17 +104,27 @@ class AdoptionCollector(Collector):
         return self.collect_named(None)
 
     def collect_named(self, names: Collection[str] | None) -> Iterator[Metric]:
-        """The families named in a `name[]` filter (None: all). Asking only for the outcome counter
-        skips merging the partitions' adoption aggregates (cheap to poll often)."""
-        if names is not None and not any(wants(f, names) for f in FAMILIES[1:]):
+        """The families named in a `name[]` filter (None: all).
+
+        Asking only for the outcome counter and/or active users (what benchmarks poll) skips merging
+        the partitions' aggregates: both are summed over the partitions' own totals.
+        """
+        if names is not None and not any(wants(f, names) for f in FAMILIES[2:]):
+            partition_totals = getattr(self._source, "partition_totals", None)
+            parts = partition_totals() if partition_totals else [self._source.merged_totals()]
             if wants(FAMILIES[0], names):
-                yield from restricted([self._events(self._outcomes())], names)
+                outcomes: dict[str, int] = defaultdict(int)
+                for totals in parts:
+                    for outcome, n in totals.outcomes.items():
+                        outcomes[outcome] += n
+                yield from restricted([self._events(outcomes)], names)
+            if wants(FAMILIES[1], names):
+                features = seen_features(parts)
+                for name in features:  # admitted in the same order as a full scrape does
+                    self.features(name)
+                yield from restricted([self._active(features, parts)], names)
             return
         yield from restricted(self._collect_all(), names)
-
-    def _outcomes(self) -> dict[str, int]:
-        merged_outcomes = getattr(self._source, "merged_outcomes", None)
-        return merged_outcomes() if merged_outcomes else self._source.merged_totals().outcomes
 
     @staticmethod
     def _events(outcomes: dict[str, int]) -> Metric:
@@ -118,6 +132,24 @@ class AdoptionCollector(Collector):
         for outcome in OUTCOMES:
             events.add_metric([outcome], outcomes.get(outcome, 0))
         return events
+
+    def _active(self, features: list[str], parts: list[AdoptionTotals], now_ns: int | None = None) -> Metric:
+        """Active users per (capped) feature and window, summed over `parts`."""
+        now_ns = self._clock_ns() if now_ns is None else now_ns
+        active: dict[tuple[str, str], int] = defaultdict(int)
+        for name in features:
+            capped = self.features(name)
+            for totals in parts:
+                for window, n in totals.active_users(name, now_ns).items():
+                    active[(capped, window)] += n
+        g = GaugeMetricFamily(
+            "adoptstream_active_users",
+            "Distinct users with an accepted use of the feature in the window (hours ending now, UTC).",
+            labels=["feature", "window"],
+        )
+        for (name, window), n in sorted(active.items()):
+            g.add_metric([name, window], n)
+        return g
 
     def _collect_all(self) -> Iterator[Metric]:
         totals = self._source.merged_totals()
@@ -133,18 +165,7 @@ class AdoptionCollector(Collector):
 
         yield self._events(totals.outcomes)
 
-        active: dict[tuple[str, str], int] = defaultdict(int)
-        for name in features:
-            for window, n in totals.active_users(name, now_ns).items():
-                active[(feat(name), window)] += n
-        g = GaugeMetricFamily(
-            "adoptstream_active_users",
-            "Distinct users with an accepted use of the feature in the window (hours ending now, UTC).",
-            labels=["feature", "window"],
-        )
-        for (name, window), n in sorted(active.items()):
-            g.add_metric([name, window], n)
-        yield g
+        yield self._active(features, [totals], now_ns)
 
         exposed: dict[tuple[str, str], int] = defaultdict(int)
         adopted: dict[tuple[str, str], int] = defaultdict(int)
@@ -222,6 +243,24 @@ class OperationsCollector(Collector):
 
     def collect_named(self, names: Collection[str] | None) -> Iterator[Metric]:
         return restricted(self._collect_all(), names)
+
+    def _active(self, features: list[str], parts: list[AdoptionTotals], now_ns: int | None = None) -> Metric:
+        """Active users per (capped) feature and window, summed over `parts`."""
+        now_ns = self._clock_ns() if now_ns is None else now_ns
+        active: dict[tuple[str, str], int] = defaultdict(int)
+        for name in features:
+            capped = self.features(name)
+            for totals in parts:
+                for window, n in totals.active_users(name, now_ns).items():
+                    active[(capped, window)] += n
+        g = GaugeMetricFamily(
+            "adoptstream_active_users",
+            "Distinct users with an accepted use of the feature in the window (hours ending now, UTC).",
+            labels=["feature", "window"],
+        )
+        for (name, window), n in sorted(active.items()):
+            g.add_metric([name, window], n)
+        return g
 
     def _collect_all(self) -> Iterator[Metric]:
         w = self._worker

@@ -289,13 +289,9 @@ class StateProcessor:
             states.append(source)
             values.append(source.encode())
 
-    def merged_outcomes(self) -> dict[str, int]:
-        """Messages by outcome over every owned partition (cheaper than `merged_totals`)."""
-        merged: dict[str, int] = {}
-        for owned in list(self.owned.values()):
-            for outcome, n in owned.totals.outcomes.items():
-                merged[outcome] = merged.get(outcome, 0) + n
-        return merged
+    def partition_totals(self) -> list[AdoptionTotals]:
+        """The totals of every owned partition (what `merged_totals` adds up); read only."""
+        return [owned.totals for owned in list(self.owned.values())]
 
     def merged_totals(self) -> AdoptionTotals:
         """The totals of every owned partition, added up (what this worker exports); read only.

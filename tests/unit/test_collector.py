@@ -409,3 +409,17 @@ def test_name_filter_keeps_only_the_named_samples() -> None:
     assert {s.labels["feature"]: s.value for s in got[0].samples} == {"*": 0, "f": 1}
     assert list(collector.collect_named({"nope"})) == []
     assert [f.name for f in collector.collect_named(None)] == [f.name for f in collector.collect()]
+
+
+def test_active_users_remembered_per_hour_until_the_totals_change() -> None:
+    totals = totals_of([user(ev("u", "use", "f", T - HOUR))])
+    first = totals.active_users("f", T)
+    assert totals.active_users("f", T + 60 * NS) is first  # same clock hour, nothing changed
+    assert totals.active_users("f", T + DAY)["1d"] == 0  # another hour: computed afresh
+    totals.add_user(user(ev("v", "use", "f", T - 2 * HOUR)))
+    assert totals.active_users("f", T)["1d"] == 2
+    other = totals_of([user(ev("w", "use", "f", T))])
+    totals.merge(other)
+    assert totals.active_users("f", T)["1d"] == 3
+    totals.add_user(user(ev("w", "use", "f", T)), -1)
+    assert totals.active_users("f", T)["1d"] == 2

@@ -69,6 +69,10 @@ class AdoptionTotals:
     adopted: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     ttfu: dict[str, Histogram] = field(default_factory=lambda: defaultdict(Histogram))
     uses: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # (feature, hour of the clock) -> active_users' answer, until the totals change
+    _active_memo: dict[tuple[str, int], dict[str, int]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def add_user(self, user: UserState, sign: int = 1) -> None:
         """Add (sign=+1) or remove (sign=-1) one user's contribution."""
@@ -81,6 +85,7 @@ class AdoptionTotals:
 
     def add_adoption(self, user: UserState, sign: int = 1) -> None:
         """`add_user` without the outcome counts (the state stage counts outcomes as it applies)."""
+        self._active_memo.clear()
         feature_users, uses, active_hours = self.feature_users, self.uses, self.active_hours
         exposed, adopted, ttfu = self.exposed, self.adopted, self.ttfu
         first_use_any: int | None = None
@@ -120,6 +125,7 @@ class AdoptionTotals:
 
     def merge(self, other: AdoptionTotals) -> None:
         """Add another totals into this one."""
+        self._active_memo.clear()
         for k, v in other.outcomes.items():
             self.outcomes[k] += v
         for k, v in other.feature_users.items():
@@ -142,7 +148,18 @@ class AdoptionTotals:
         return seen_features([self])
 
     def active_users(self, feature: str, now_ns: int) -> dict[str, int]:
-        """Distinct users with a use of `feature` in each window, at wall-clock `now_ns`."""
+        """Distinct users with a use of `feature` in each window, at wall-clock `now_ns` (read only).
+
+        Remembered per clock hour until the totals change: scrapes between two batches (a benchmark
+        polls every 25 ms) do not sum a month of hourly buckets again.
+        """
+        memo_key = (feature, now_ns // HOUR_NS)
+        out = self._active_memo.get(memo_key)
+        if out is None:
+            out = self._active_memo[memo_key] = self._active_users(feature, now_ns)
+        return out
+
+    def _active_users(self, feature: str, now_ns: int) -> dict[str, int]:
         hours = self.active_hours.get(feature)
         out = dict.fromkeys(WINDOWS_DAYS, 0)
         if not hours:

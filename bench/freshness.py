@@ -8,11 +8,13 @@
    all applied). The worker keeps running, warm, with that state.
 2. Live phase: background traffic (more realistic events, over the same user population) is produced
    at R = half the measured capacity (or --rate), plus 10 probes/s. A probe is a new user's `use` of
-   feature "probe" with ts = now, so adoptstream_active_users{feature="probe",window="1d"} grows by
-   one per probe. All probe users live in input partition 0 and by-user partition 0, so they are
-   applied in production order: the gauge reaching i means probe i is visible.
-3. /metrics is polled every --poll-ms; latency of probe i = (response time of the first scrape showing
-   >= i) - (time probe i was handed to the producer). p50/p99/max over the probes of the live phase.
+   feature "probe" with ts = now, so adoptstream_feature_uses_total{feature="probe"} (and the probe's
+   active users) grows by one per probe. All probe users live in input partition 0 and by-user
+   partition 0, so they are applied in production order: the counter reaching i means probe i is
+   visible.
+3. /metrics?name[]=adoptstream_feature_uses_total (only that family: cheap for the worker) is polled
+   every --poll-ms; latency of probe i = (response time of the first scrape showing >= i) - (time
+   probe i was handed to the producer). p50/p99/max over the probes of the live phase.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import orjson
 from common import log
 
 PROBE_USERS: list[str] = []
-PROBE_RE = re.compile(rb'^adoptstream_active_users\{feature="probe",window="1d"\} (\S+)$', re.M)
+PROBE_RE = re.compile(rb'^adoptstream_feature_uses_total\{feature="probe"\} (\S+)$', re.M)
 
 
 def probe_users(count: int, partitions: int = common.PARTITIONS) -> list[str]:
@@ -64,12 +66,12 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Poller(threading.Thread):
-    """Scrapes /metrics every `interval` s; records (response time, probe gauge) and scrape durations."""
+    """Scrapes /metrics every `interval` s; records (response time, probe count) and scrape durations."""
 
     def __init__(self, port: int, interval: float) -> None:
         super().__init__(daemon=True)
-        # only the probe's family: a full page would cost the worker a few ms per 25 ms poll
-        self.url = f"http://127.0.0.1:{port}/metrics?name[]=adoptstream_active_users"
+        # only the probe counter's family: a full page would cost the worker a few ms per 25 ms poll
+        self.url = f"http://127.0.0.1:{port}/metrics?name[]=adoptstream_feature_uses_total"
         self.interval = interval
         self.points: list[tuple[float, int]] = []
         self.scrape_s: list[float] = []

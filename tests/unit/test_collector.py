@@ -373,15 +373,16 @@ def _two_partitions() -> list[AdoptionTotals]:
     ]
 
 
-def test_outcomes_and_active_users_alone_skip_the_merge() -> None:
+def test_summable_families_alone_skip_the_merge() -> None:
     source = PartitionedSource(_two_partitions())
     collector = AdoptionCollector(source, 10, 10, clock_ns=lambda: T)
-    wanted = {"adoptstream_events_total", "adoptstream_active_users"}
+    wanted = {"adoptstream_events_total", "adoptstream_active_users", "adoptstream_feature_uses_total"}
     partial = {f.name: f.samples for f in collector.collect_named(wanted)}
     assert source.calls == 0
     full = {f.name: f.samples for f in collector.collect()}
     assert source.calls == 1
-    assert partial == {name: full[name] for name in ("adoptstream_events", "adoptstream_active_users")}
+    summable = ("adoptstream_events", "adoptstream_active_users", "adoptstream_feature_uses")
+    assert partial == {name: full[name] for name in summable}
     assert {(s.labels["feature"], s.labels["window"]): s.value for s in partial["adoptstream_active_users"]}[
         ("f", "7d")
     ] == 2

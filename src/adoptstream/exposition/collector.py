@@ -35,6 +35,8 @@ FAMILIES = (  # what AdoptionCollector exports; the outcome counter first
     "adoptstream_feature_uses",
     "adoptstream_label_overflow_values",
 )
+# sums over partitions: a filtered scrape builds them without merging the partitions' totals
+_SUMMABLE = frozenset(("adoptstream_events", "adoptstream_active_users", "adoptstream_feature_uses"))
 
 
 class TotalsSource(Protocol):
@@ -106,12 +108,16 @@ class AdoptionCollector(Collector):
     def collect_named(self, names: Collection[str] | None) -> Iterator[Metric]:
         """The families named in a `name[]` filter (None: all).
 
-        Asking only for the outcome counter and/or active users (what benchmarks poll) skips merging
-        the partitions' aggregates: both are summed over the partitions' own totals.
+        Asking only for the summable families (outcomes, active users, feature uses: what the
+        benchmarks poll) skips merging the partitions' aggregates: each is summed over the
+        partitions' own totals.
         """
-        if names is not None and not any(wants(f, names) for f in FAMILIES[2:]):
+        if names is not None and not any(wants(f, names) for f in FAMILIES if f not in _SUMMABLE):
             partition_totals = getattr(self._source, "partition_totals", None)
             parts = partition_totals() if partition_totals else [self._source.merged_totals()]
+            features = seen_features(parts)
+            for name in features:  # admitted in the same order as a full scrape does
+                self.features(name)
             if wants(FAMILIES[0], names):
                 outcomes: dict[str, int] = defaultdict(int)
                 for totals in parts:
@@ -119,10 +125,9 @@ class AdoptionCollector(Collector):
                         outcomes[outcome] += n
                 yield from restricted([self._events(outcomes)], names)
             if wants(FAMILIES[1], names):
-                features = seen_features(parts)
-                for name in features:  # admitted in the same order as a full scrape does
-                    self.features(name)
                 yield from restricted([self._active(features, parts)], names)
+            if wants(FAMILIES[5], names):
+                yield from restricted([self._uses(features, parts)], names)
             return
         yield from restricted(self._collect_all(), names)
 
@@ -150,6 +155,21 @@ class AdoptionCollector(Collector):
         for (name, window), n in sorted(active.items()):
             g.add_metric([name, window], n)
         return g
+
+    def _uses(self, features: list[str], parts: list[AdoptionTotals]) -> Metric:
+        """Accepted uses per (capped) feature, '*' for all, summed over `parts`."""
+        uses: dict[str, int] = defaultdict(int)
+        for totals in parts:
+            for name in features:
+                if name != ANY_FEATURE:
+                    uses[self.features(name)] += totals.uses.get(name, 0)
+            uses[ANY_FEATURE] += sum(totals.uses.values())
+        u = CounterMetricFamily(
+            "adoptstream_feature_uses", "Accepted use events of the feature.", labels=["feature"]
+        )
+        for name in sorted(uses):
+            u.add_metric([name], uses[name])
+        return u
 
     def _collect_all(self) -> Iterator[Metric]:
         totals = self._source.merged_totals()
@@ -207,17 +227,7 @@ class AdoptionCollector(Collector):
             h.add_metric([name], buckets, hist.sum_ns / SECOND_NS)
         yield h
 
-        uses: dict[str, int] = defaultdict(int)
-        for name in features:
-            if name != ANY_FEATURE:
-                uses[feat(name)] += totals.uses.get(name, 0)
-        uses[ANY_FEATURE] = sum(totals.uses.values())
-        u = CounterMetricFamily(
-            "adoptstream_feature_uses", "Accepted use events of the feature.", labels=["feature"]
-        )
-        for name in sorted(uses):
-            u.add_metric([name], uses[name])
-        yield u
+        yield self._uses(features, [totals])
 
         folded = GaugeMetricFamily(
             "adoptstream_label_overflow_values",
@@ -261,6 +271,21 @@ class OperationsCollector(Collector):
         for (name, window), n in sorted(active.items()):
             g.add_metric([name, window], n)
         return g
+
+    def _uses(self, features: list[str], parts: list[AdoptionTotals]) -> Metric:
+        """Accepted uses per (capped) feature, '*' for all, summed over `parts`."""
+        uses: dict[str, int] = defaultdict(int)
+        for totals in parts:
+            for name in features:
+                if name != ANY_FEATURE:
+                    uses[self.features(name)] += totals.uses.get(name, 0)
+            uses[ANY_FEATURE] += sum(totals.uses.values())
+        u = CounterMetricFamily(
+            "adoptstream_feature_uses", "Accepted use events of the feature.", labels=["feature"]
+        )
+        for name in sorted(uses):
+            u.add_metric([name], uses[name])
+        return u
 
     def _collect_all(self) -> Iterator[Metric]:
         w = self._worker

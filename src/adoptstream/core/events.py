@@ -101,15 +101,7 @@ def parse_fields(value: bytes | None) -> EventFields:
         feature = wire.feature
         if feature is None or feature not in _valid_features:
             _check_feature(feature)
-    ts = wire.ts
-    if type(ts) is int:
-        ts_ns = ts * NS_PER_MS
-    elif type(ts) is str:
-        ts_ns = _fast_iso_ns(ts)
-        if ts_ns is None:
-            ts_ns = _parse_iso_ns(ts)
-    else:
-        ts_ns = parse_ts_ns(ts)
+    ts_ns = parse_ts_ns(wire.ts)
     cohort = wire.cohort
     if cohort is not None and cohort not in _valid_cohorts:
         _check_cohort(cohort)
@@ -149,24 +141,13 @@ def _parse_fields_checked(value: bytes | None) -> EventFields:
         feature = None
     else:
         raise InvalidEvent("type must be one of signup, exposure, use")
-    ts = get("ts", _MISSING)
-    if type(ts) is int:
-        ts_ns = ts * NS_PER_MS
-    elif type(ts) is str:
-        ts_ns = _fast_iso_ns(ts)
-        if ts_ns is None:
-            ts_ns = _parse_iso_ns(ts)
-    elif ts is _MISSING:
+    if "ts" not in obj:
         raise InvalidEvent("ts missing")
-    else:
-        ts_ns = parse_ts_ns(ts)
+    ts_ns = parse_ts_ns(obj["ts"])
     cohort = get("cohort")
     if cohort is not None and (type(cohort) is not str or cohort not in _valid_cohorts):
         _check_cohort(cohort)
     return event_id, user_id, etype, feature, ts_ns, cohort
-
-
-_MISSING = object()
 
 
 # Values already found valid: most events repeat a few features and cohorts, so the checks run once.
@@ -194,6 +175,9 @@ def parse_ts_ns(ts: object) -> int:
     kind = type(ts)
     if kind is int:
         return ts * NS_PER_MS  # type: ignore[operator]
+    if kind is str:
+        ns = _fast_iso_ns(ts)  # type: ignore[arg-type]
+        return _parse_iso_ns(ts) if ns is None else ns  # type: ignore[arg-type]
     if kind is float:
         # repr() is the shortest text that round-trips: exact for what the producer wrote.
         text = repr(ts)
@@ -205,9 +189,6 @@ def parse_ts_ns(ts: object) -> int:
             return int((Decimal(text) * NS_PER_MS).to_integral_value())
         except (InvalidOperation, ValueError, OverflowError):
             raise InvalidEvent("ts is not a finite number") from None
-    if kind is str:
-        ns = _fast_iso_ns(ts)  # type: ignore[arg-type]
-        return _parse_iso_ns(ts) if ns is None else ns  # type: ignore[arg-type]
     raise InvalidEvent("ts must be epoch milliseconds or an ISO 8601 string with UTC offset")
 
 

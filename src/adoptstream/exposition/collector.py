@@ -254,39 +254,6 @@ class OperationsCollector(Collector):
     def collect_named(self, names: Collection[str] | None) -> Iterator[Metric]:
         return restricted(self._collect_all(), names)
 
-    def _active(self, features: list[str], parts: list[AdoptionTotals], now_ns: int | None = None) -> Metric:
-        """Active users per (capped) feature and window, summed over `parts`."""
-        now_ns = self._clock_ns() if now_ns is None else now_ns
-        active: dict[tuple[str, str], int] = defaultdict(int)
-        for name in features:
-            capped = self.features(name)
-            for totals in parts:
-                for window, n in totals.active_users(name, now_ns).items():
-                    active[(capped, window)] += n
-        g = GaugeMetricFamily(
-            "adoptstream_active_users",
-            "Distinct users with an accepted use of the feature in the window (hours ending now, UTC).",
-            labels=["feature", "window"],
-        )
-        for (name, window), n in sorted(active.items()):
-            g.add_metric([name, window], n)
-        return g
-
-    def _uses(self, features: list[str], parts: list[AdoptionTotals]) -> Metric:
-        """Accepted uses per (capped) feature, '*' for all, summed over `parts`."""
-        uses: dict[str, int] = defaultdict(int)
-        for totals in parts:
-            for name in features:
-                if name != ANY_FEATURE:
-                    uses[self.features(name)] += totals.uses.get(name, 0)
-            uses[ANY_FEATURE] += sum(totals.uses.values())
-        u = CounterMetricFamily(
-            "adoptstream_feature_uses", "Accepted use events of the feature.", labels=["feature"]
-        )
-        for name in sorted(uses):
-            u.add_metric([name], uses[name])
-        return u
-
     def _collect_all(self) -> Iterator[Metric]:
         w = self._worker
         stats = w.stats

@@ -118,15 +118,15 @@ class AdoptionCollector(Collector):
             features = seen_features(parts)
             for name in features:  # admitted in the same order as a full scrape does
                 self.features(name)
-            if wants(FAMILIES[0], names):
+            if wants("adoptstream_events", names):
                 outcomes: dict[str, int] = defaultdict(int)
                 for totals in parts:
                     for outcome, n in totals.outcomes.items():
                         outcomes[outcome] += n
                 yield from restricted([self._events(outcomes)], names)
-            if wants(FAMILIES[1], names):
+            if wants("adoptstream_active_users", names):
                 yield from restricted([self._active(features, parts)], names)
-            if wants(FAMILIES[5], names):
+            if wants("adoptstream_feature_uses", names):
                 yield from restricted([self._uses(features, parts)], names)
             return
         yield from restricted(self._collect_all(), names)

@@ -254,8 +254,7 @@ class StateProcessor:
         states: list[State] = list(users.values())  # in first-touch order, like keys
         values: list[bytes] = []
         for user in states:
-            if len(user.seen) > 1:  # type: ignore[union-attr]
-                user.prune_seen()  # type: ignore[union-attr]
+            user.prune_seen()  # type: ignore[union-attr]
             add_adoption(user)  # type: ignore[arg-type]
             values.append(user.encode())
         outcomes = totals.outcomes

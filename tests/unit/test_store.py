@@ -50,3 +50,37 @@ def test_periodic_flush_bounds_what_a_crash_loses(
         assert (store.load(user_key("u2")) is not None) == (expected == 2)
     finally:
         store.close()
+
+
+def test_reads_and_full_scan_span_memtables_and_files(tmp_path: Path) -> None:
+    """Point reads and `states()` see every key, whether in a (hash) memtable or a flushed file.
+
+    Keys longer than the 128 bytes RocksDB hashes share a bucket and must still be told apart.
+    """
+    long_prefix = "x" * 200
+    ids = [f"u{i}" for i in range(500)] + [f"{long_prefix}{i}" for i in range(50)]
+    store = RocksStore(tmp_path / "db")
+    try:
+        expected: dict[bytes, int] = {}
+        for round_, chunk in enumerate((ids[:300], ids[200:])):  # overlap: later values win
+            keys = [user_key(i) for i in chunk]
+            states = [UserState(accepted=round_ * 1000 + n) for n in range(len(chunk))]
+            store.save(keys, states, [s.encode() for s in states], round_)
+            expected.update((k, s.accepted) for k, s in zip(keys, states, strict=True))
+            if round_ == 0:
+                store._db.flush()  # the first round goes to a file, the second stays in memory
+        store._cache.clear()  # read from RocksDB, not the decoded cache
+        assert {key: state.accepted for key, state in store.states()} == expected
+        for key, accepted in expected.items():
+            state = store.load(key)
+            assert state is not None and state.accepted == accepted
+        assert store.load(user_key(long_prefix)) is None
+        assert store.load(user_key("u500")) is None
+    finally:
+        store.close()
+    reopened = RocksStore(tmp_path / "db")
+    try:
+        assert reopened.changelog_offset == 1
+        assert {key: state.accepted for key, state in reopened.states()} == expected
+    finally:
+        reopened.close()

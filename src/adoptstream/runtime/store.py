@@ -20,6 +20,8 @@ State = UserState | SourceOutcomes
 USER_PREFIX = b"u"
 SOURCE_PREFIX = b"s"
 _OFFSET_KEY = b"\x00changelog-offset"
+MAX_KEY_BYTES = 128  # the prefix of a key that RocksDB hashes (its limit; user ids are mostly shorter)
+MEMTABLE_BUCKETS = 200_000  # about the entries of one 64 MB memtable of user states
 
 
 def user_key(user_id: str) -> bytes:
@@ -106,19 +108,36 @@ class RocksStore:
         self._flush_at = time.monotonic() + flush_interval_s
         self._dirty = False
         self._cache_size = cache_size
-        from rocksdict import BlockBasedOptions, Options, Rdict, WriteOptions
+        from rocksdict import (
+            BlockBasedOptions,
+            MemtableFactory,
+            Options,
+            Rdict,
+            ReadOptions,
+            SliceTransform,
+            WriteOptions,
+        )
 
         self._path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._options = Options(raw_mode=True)
-        self._options.create_if_missing(True)
+        options = self._options = Options(raw_mode=True)
+        options.create_if_missing(True)
         table = BlockBasedOptions()
         table.set_bloom_filter(10, False)  # a new user's lookup rarely touches the disk
-        self._options.set_block_based_table_factory(table)
-        # ... nor searches the memtables' skip lists (several µs each at a few 100k entries)
-        self._options.set_memtable_prefix_bloom_ratio(0.1)
-        self._options.set_memtable_whole_key_filtering(True)
-        self._db = Rdict(str(path), self._options)
+        options.set_block_based_table_factory(table)
+        # Memtables are hash tables of whole keys: the hot path only reads and writes single keys, and
+        # an insert costs about half of one into the default skip list (~1.3 against 2.4-3.2 µs at a
+        # few 100k entries; the state stage ~10% faster). The sorting moves to the flush, in
+        # RocksDB's background thread, and to `states()`, the only full scan (total order).
+        options.set_prefix_extractor(SliceTransform.create_max_len_prefix(MAX_KEY_BYTES))
+        options.set_allow_concurrent_memtable_write(False)  # hash memtables need one writer
+        options.set_memtable_factory(MemtableFactory.hash_link_list(MEMTABLE_BUCKETS))
+        # ... and a bloom filter in front of them: a new user's lookup searches no bucket at all
+        options.set_memtable_prefix_bloom_ratio(0.1)
+        options.set_memtable_whole_key_filtering(True)
+        self._scan = ReadOptions()
+        self._scan.set_total_order_seek(True)
+        self._db = Rdict(str(path), options)
         # No write-ahead log: every value is in the changelog first, and the offset key is written in
         # the same atomic batch, so after a crash the store is an older consistent state and
         # restoring reads the changelog from there.
@@ -154,16 +173,12 @@ class RocksStore:
             self._cache.pop(key, None)
 
     def _write(self, values: Iterable[tuple[bytes, bytes]], changelog_offset: int) -> None:
-        """Values and the changelog offset they reflect, in one atomic batch.
-
-        In key order: RocksDB's memtable (a skip list) takes sorted keys several times faster than
-        random ones, since each insert starts where the previous one ended.
-        """
+        """Values and the changelog offset they reflect, in one atomic batch."""
         from rocksdict import WriteBatch
 
         batch = WriteBatch(raw_mode=True)
         put = batch.put
-        for key, value in sorted(values):
+        for key, value in values:
             put(key, value)
         put(_OFFSET_KEY, str(changelog_offset).encode())
         self._db.write(batch, self._write_options)
@@ -184,7 +199,7 @@ class RocksStore:
             self._flush_at = now + self._flush_interval_s
 
     def states(self) -> Iterator[tuple[bytes, State]]:
-        for key, value in self._db.items():
+        for key, value in self._db.items(read_opt=self._scan):
             if key != _OFFSET_KEY:
                 yield key, decode_state(key, value)
 

@@ -51,6 +51,15 @@ class Histogram:
         return sum(self.counts)
 
 
+def _observe(hist: Histogram, value_ns: int, sign: int) -> None:
+    """`Histogram.observe(max(0, value_ns), sign)` without the method call (the add_adoption path)."""
+    if value_ns > 0:
+        hist.counts[bisect_left(_TTFU_BOUNDS_NS, value_ns)] += sign
+        hist.sum_ns += sign * value_ns
+    else:
+        hist.counts[0] += sign
+
+
 def window_start_hour(now_ns: int, days: int) -> int:
     """First hour index (ns // HOUR_NS) inside a window of `days` ending in the current UTC hour."""
     return now_ns // HOUR_NS - (24 * days - 1)
@@ -84,39 +93,45 @@ class AdoptionTotals:
         self.add_adoption(user, sign)
 
     def add_adoption(self, user: UserState, sign: int = 1) -> None:
-        """`add_user` without the outcome counts (the state stage counts outcomes as it applies)."""
-        self._active_memo.clear()
+        """`add_user` without the outcome counts (the state stage counts outcomes as it applies).
+
+        Once per touched user and batch, so written for speed: TTFU buckets inline, the any-feature
+        extremes tracked in the loop, the memo cleared only when it holds something.
+        """
+        if self._active_memo:
+            self._active_memo.clear()
         feature_users, uses, active_hours = self.feature_users, self.uses, self.active_hours
         exposed, adopted, ttfu = self.exposed, self.adopted, self.ttfu
-        first_use_any: int | None = None
-        last_use_any: int | None = None
+        first_use_any = last_use_any = None
         for name, (exposure, exposure_cohort, first_use, last_use, n_uses) in user.features.items():
             feature_users[name] += sign
-            if n_uses:
-                uses[name] += sign * n_uses
-            if last_use is not None:
-                active_hours[name][last_use // HOUR_NS] += sign
-                if last_use_any is None:
-                    first_use_any, last_use_any = first_use, last_use
-                else:
-                    if last_use > last_use_any:
-                        last_use_any = last_use
-                    if first_use < first_use_any:  # type: ignore[operator]
-                        first_use_any = first_use
+            if last_use is None:  # exposed, never used
+                if exposure is not None:
+                    exposed[(name, exposure_cohort or UNASSIGNED)] += sign
+                continue
+            uses[name] += sign * n_uses
+            active_hours[name][last_use // HOUR_NS] += sign
+            if last_use_any is None:
+                first_use_any, last_use_any = first_use, last_use
+            else:
+                if last_use > last_use_any:
+                    last_use_any = last_use
+                if first_use < first_use_any:
+                    first_use_any = first_use
             if exposure is not None:
                 key = (name, exposure_cohort or UNASSIGNED)
                 exposed[key] += sign
-                if first_use is not None:
-                    adopted[key] += sign
-                    ttfu[name].observe(max(0, first_use - exposure), sign)
+                adopted[key] += sign
+                _observe(ttfu[name], first_use - exposure, sign)
         if last_use_any is not None:
             active_hours[ANY_FEATURE][last_use_any // HOUR_NS] += sign
-        if user.signup_ns is not None:
+        signup = user.signup_ns
+        if signup is not None:
             key = (ANY_FEATURE, user.signup_cohort or UNASSIGNED)
             exposed[key] += sign
             if first_use_any is not None:
                 adopted[key] += sign
-                ttfu[ANY_FEATURE].observe(max(0, first_use_any - user.signup_ns), sign)
+                _observe(ttfu[ANY_FEATURE], first_use_any - signup, sign)
 
     def add_source(self, source: SourceOutcomes, sign: int = 1) -> None:
         """Add or remove the invalid/future counts of one input partition."""

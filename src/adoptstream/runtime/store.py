@@ -100,9 +100,9 @@ class RocksStore:
 
     No decoded states are kept between batches: a cache of them (100k per partition) cost more than
     it saved. Its states outlived every batch, so each young garbage collection walked them (6 ms per
-    collection, 4-5% of the worker on `make bench`'s data, where 83% of a batch's users are new) and
-    the worker's memory grew by ~300 MB; a returning user's value is in a memtable or the block
-    cache anyway, and decoding it costs about 1.5 µs.
+    collection, 4-5% of the worker on `make bench`'s data, where 83% of a batch's users are new), and
+    it held ~1.6 GB at 1M users. A returning user's value is in a memtable or the block cache anyway,
+    and decoding it costs about 1.5 µs.
     """
 
     def __init__(self, path: Path, flush_interval_s: float = 30.0) -> None:
@@ -127,9 +127,10 @@ class RocksStore:
         table.set_bloom_filter(10, False)  # a new user's lookup rarely touches the disk
         options.set_block_based_table_factory(table)
         # Memtables are hash tables of whole keys: the hot path only reads and writes single keys, and
-        # an insert costs about half of one into the default skip list (~1.3 against 2.4-3.2 µs at a
-        # few 100k entries; the state stage ~10% faster). The sorting moves to the flush, in
-        # RocksDB's background thread, and to `states()`, the only full scan (total order).
+        # an insert costs less than half of one into the default skip list (~1.5 against ~3.4 µs at
+        # 150k entries). The sorting moves to the flush, in RocksDB's background thread (~5 against
+        # ~1 µs per key), and to `states()`, the only full scan (total order). On the main thread,
+        # which limits the worker, that is the better trade (bench/RESULTS.md, section 6).
         options.set_prefix_extractor(SliceTransform.create_max_len_prefix(MAX_KEY_BYTES))
         options.set_allow_concurrent_memtable_write(False)  # hash memtables need one writer
         options.set_memtable_factory(MemtableFactory.hash_link_list(MEMTABLE_BUCKETS))

@@ -310,7 +310,7 @@ def tune_gc() -> None:
     """Fewer, cheaper garbage collections for an allocation-heavy batch loop.
 
     Batches allocate many short-lived objects; CPython's default gen-0 threshold (700) runs the
-    collector thousands of times per second and each full pass walks every cached state. Young
+    collector thousands of times per second, each pass walking the batch's live states again. Young
     collections run between batches (`collect_between_batches`), when a batch's temporaries are
     already freed and only what outlives it is walked; the automatic threshold stays as a backstop.
     State objects hold no reference cycles, so rare collections lose nothing.

@@ -206,3 +206,42 @@ def test_replacement_with_the_same_instance_id_takes_over_before_the_session_tim
             replacement.stop()
     finally:
         w.kill()
+
+
+def test_restart_on_the_same_disk_starts_from_the_totals_snapshot(
+    kafka_broker, unique_topic, tmp_path: Path
+) -> None:
+    """A stopped worker leaves each partition's totals in its store. Its successor on the same disk
+    takes them and brings them along the changelog tail (written meanwhile by another worker that
+    owned the partitions) instead of deriving them from every state: exact again."""
+    msgs = build_dataset(n_users=1500, seed=17)
+    third = len(msgs) // 3
+
+    def worker(name: str) -> WorkerProcess:
+        return WorkerProcess(kafka_broker.bootstrap, unique_topic, tmp_path / name, app_id=unique_topic)
+
+    w = worker("w").start()
+    try:
+        w.wait_ready()
+        publish_ns = time.time_ns()
+        publish_librdkafka(kafka_broker.bootstrap, unique_topic, msgs[:third])
+        wait_for_all([w], third)
+    finally:
+        assert w.stop() == 0, w.log_tail()
+    other = worker("other").start()
+    try:
+        other.wait_ready()
+        publish_librdkafka(kafka_broker.bootstrap, unique_topic, msgs[third : 2 * third])
+        wait_for_all([other], 2 * third)
+    finally:
+        assert other.stop() == 0, other.log_tail()
+    successor = worker("w").start()
+    try:
+        successor.wait_ready()
+        publish_librdkafka(kafka_broker.bootstrap, unique_topic, msgs[2 * third :])
+        wait_for_all([successor], len(msgs))
+        assert_exact([successor], msgs, publish_ns)
+        log = successor.log_path.read_text() if successor.log_path else ""
+        assert "totals from its snapshot" in log and "restored changelog offsets" in log, log
+    finally:
+        successor.stop()

@@ -18,8 +18,9 @@ from adoptstream.runtime.store import RocksStore, user_key
 def _write_and_die(path: str, flush_interval_s: float, idle: bool) -> None:
     store = RocksStore(Path(path), flush_interval_s=flush_interval_s)
     state = UserState(accepted=1)
-    for offset in range(3):
+    for offset in range(3):  # as the state stage does: a save, then a flush if one is due
         store.save([user_key(f"u{offset}")], [state], [state.encode()], offset)
+        store.maybe_flush()
     if idle:  # the interval has passed with no more writes: the worker's idle tick flushes
         store._flush_at = 0.0
         store.maybe_flush()

@@ -14,12 +14,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import repeat
 
+from adoptstream.core.codec import dumps, loads
 from adoptstream.core.state import SourceOutcomes, UserState
 
 ANY_FEATURE = "*"
 UNASSIGNED = "unassigned"
 HOUR_NS = 3_600 * 1_000_000_000
 SECOND_NS = 1_000_000_000
+_TOTALS_VERSION = 1
 WINDOWS_DAYS: dict[str, int] = {"1d": 1, "7d": 7, "30d": 30}
 TTFU_BUCKETS_S: tuple[int, ...] = (60, 300, 900, 3600, 14400, 86400, 259200, 604800, 2592000)
 _TTFU_BOUNDS_NS = tuple(b * SECOND_NS for b in TTFU_BUCKETS_S)
@@ -158,6 +160,42 @@ class AdoptionTotals:
         for k, v in other.uses.items():
             self.uses[k] += v
 
+    def encode(self) -> bytes:
+        """Versioned serialization of the non-zero counts (a partition's snapshot in its store)."""
+        hours = self.active_hours.items()
+        return dumps(
+            [
+                _TOTALS_VERSION,
+                _nonzero(self.outcomes),
+                _nonzero(self.feature_users),
+                [[name, [[h, n] for h, n in by_hour.items() if n]] for name, by_hour in hours],
+                [[f, c, n] for (f, c), n in self.exposed.items() if n],
+                [[f, c, n] for (f, c), n in self.adopted.items() if n],
+                # sums in ns pass 64 bits quickly (a month times a million users): written as text
+                [[k, h.counts, str(h.sum_ns)] for k, h in self.ttfu.items() if h.sum_ns or any(h.counts)],
+                _nonzero(self.uses),
+            ]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> AdoptionTotals:
+        """Inverse of `encode`."""
+        version, outcomes, feature_users, active_hours, exposed, adopted, ttfu, uses = loads(data)
+        if version != _TOTALS_VERSION:
+            raise ValueError(f"unknown totals version {version}")
+        totals = cls()
+        totals.outcomes.update(outcomes)
+        totals.feature_users.update(feature_users)
+        for name, hours in active_hours:
+            if hours:
+                totals.active_hours[name].update((h, n) for h, n in hours)
+        totals.exposed.update(((f, c), n) for f, c, n in exposed)
+        totals.adopted.update(((f, c), n) for f, c, n in adopted)
+        for name, counts, sum_ns in ttfu:
+            totals.ttfu[name] = Histogram(counts, int(sum_ns))
+        totals.uses.update(uses)
+        return totals
+
     def features(self) -> list[str]:
         """Features seen in any accepted event, plus '*'."""
         return seen_features([self])
@@ -190,6 +228,10 @@ class AdoptionTotals:
             else:  # hours far ahead of this clock: walk the buckets instead of the range
                 out[window] = sum(c for h, c in hours.items() if h >= start)
         return out
+
+
+def _nonzero(counts: dict) -> dict:
+    return {k: n for k, n in counts.items() if n}
 
 
 def seen_features(parts: Iterable[AdoptionTotals]) -> list[str]:

@@ -5,6 +5,9 @@ partition's totals, its entries are applied (replays skipped by source offset), 
 is put back, and its state is written once to the changelog. Only after the changelog acknowledged
 everything are the local store and the input offsets advanced, so a crash at any point loses nothing
 and counts nothing twice.
+
+The totals are derived from the stored states when a partition is assigned; a RocksDB store's
+snapshot of them (see `store`) makes that a read of the snapshot plus the changelog tail after it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,15 @@ from adoptstream.runtime import records
 from adoptstream.runtime.config import WorkerConfig
 from adoptstream.runtime.sender import BatchSender
 from adoptstream.runtime.stats import WorkerStats
-from adoptstream.runtime.store import USER_PREFIX, PartitionStore, State, open_store, source_key, user_key
+from adoptstream.runtime.store import (
+    USER_PREFIX,
+    PartitionStore,
+    State,
+    decode_state,
+    open_store,
+    source_key,
+    user_key,
+)
 
 log = logging.getLogger(__name__)
 S = TypeVar("S", UserState, SourceOutcomes)
@@ -38,6 +49,11 @@ class OwnedPartition:
     partition: int
     store: PartitionStore
     totals: AdoptionTotals
+    settled: bool = True  # totals match the stored states (not between a batch's apply and save)
+
+    def snapshot(self) -> Callable[[], bytes] | None:
+        """What the store may write as its totals snapshot now, if anything."""
+        return self.totals.encode if self.settled else None
 
 
 class StateProcessor:
@@ -63,14 +79,17 @@ class StateProcessor:
         started = time.perf_counter()
         try:
             stores = {p: open_store(self._config.store, self._config.state_dir, p) for p in new}
-            await self._restore(stores)
+            snapshots = {p: t for p, store in stores.items() if (t := _snapshot_of(p, store)) is not None}
+            await self._restore(stores, snapshots)
             for p, store in stores.items():
-                totals = AdoptionTotals()
-                for key, state in store.states():
-                    if key[:1] == USER_PREFIX:
-                        totals.add_user(state)  # type: ignore[arg-type]
-                    else:
-                        totals.add_source(state)  # type: ignore[arg-type]
+                totals = snapshots.get(p)
+                if totals is None:
+                    totals = AdoptionTotals()
+                    for key, state in store.states():
+                        if key[:1] == USER_PREFIX:
+                            totals.add_user(state)  # type: ignore[arg-type]
+                        else:
+                            totals.add_source(state)  # type: ignore[arg-type]
                 self.owned[p] = OwnedPartition(p, store, totals)
                 self._version += 1
         finally:
@@ -83,7 +102,7 @@ class StateProcessor:
         for p in partitions:
             owned = self.owned.pop(p, None)
             if owned is not None:
-                owned.store.close()
+                owned.store.close(owned.snapshot())
                 self._version += 1
 
     def close(self) -> None:
@@ -92,10 +111,13 @@ class StateProcessor:
     def idle(self) -> None:
         """Nothing to process: let the stores do their periodic work (RocksDB memtable flushes)."""
         for owned in self.owned.values():
-            owned.store.maybe_flush()
+            owned.store.maybe_flush(owned.snapshot(), idle=True)
 
-    async def _restore(self, stores: dict[int, PartitionStore]) -> None:
-        """Bring every store up to its changelog's end: one consumer reads all partitions at once."""
+    async def _restore(self, stores: dict[int, PartitionStore], snapshots: dict[int, AdoptionTotals]) -> None:
+        """Bring every store up to its changelog's end: one consumer reads all partitions at once.
+
+        The totals in `snapshots` (those of the stored states) are brought along with the records read.
+        """
         topic = self._config.changelog_topic
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._config.bootstrap_servers,
@@ -119,6 +141,7 @@ class StateProcessor:
                         tp.partition,
                     )
                     store.wipe()
+                    snapshots.pop(tp.partition, None)
                     start = 0
                 start = max(start, begins[tp])
                 if start < end:
@@ -145,6 +168,9 @@ class StateProcessor:
                     read += len(recs)
                     last, end = recs[-1].offset, pending[tp][1]
                     if len(chunk) >= RESTORE_CHUNK or last >= end - 1:
+                        totals = snapshots.get(tp.partition)
+                        if totals is not None:
+                            replace_in_totals(totals, tps[tp], chunk)
                         tps[tp].save_raw(chunk, last)
                         self._stats.restored_records.inc(len(chunk))
                         chunks[tp] = {}
@@ -175,6 +201,7 @@ class StateProcessor:
             owned = self.owned.get(partition)
             if owned is None:
                 continue  # revoked while fetched
+            owned.settled = False
             keys, states, values, ts, count = self._apply(owned, recs)
             if ts is not None and (last_ts is None or ts > last_ts):
                 last_ts = ts
@@ -189,6 +216,8 @@ class StateProcessor:
         for owned, keys, states, values in saved:
             if keys:
                 owned.store.save(keys, states, values, last_offsets[owned.partition])
+            owned.settled = True
+            owned.store.maybe_flush(owned.totals.encode)
         stats = self._stats
         stats.last_event_ts_ns = last_ts
         stats.last_processed_s = time.time()
@@ -306,6 +335,34 @@ class StateProcessor:
             merged.merge(owned.totals)
         self._merged = (self._version, merged)
         return merged
+
+
+def _snapshot_of(partition: int, store: PartitionStore) -> AdoptionTotals | None:
+    blob = store.totals_snapshot()
+    if blob is None:
+        return None
+    try:
+        totals = AdoptionTotals.decode(blob)
+    except (ValueError, TypeError) as exc:  # unreadable (another version): derived from the states
+        log.warning("partition %d: totals snapshot not used (%s)", partition, exc)
+        return None
+    log.info("partition %d: totals from its snapshot at offset %d", partition, store.changelog_offset)
+    return totals
+
+
+def replace_in_totals(totals: AdoptionTotals, store: PartitionStore, values: dict[bytes, bytes]) -> None:
+    """Update the totals of `store`'s states for `values` about to overwrite them (a changelog tail)."""
+    for key, value in values.items():
+        old = store.load(key)
+        new = decode_state(key, value)
+        if key[:1] == USER_PREFIX:
+            if old is not None:
+                totals.add_user(old, -1)  # type: ignore[arg-type]
+            totals.add_user(new)  # type: ignore[arg-type]
+        else:
+            if old is not None:
+                totals.add_source(old, -1)  # type: ignore[arg-type]
+            totals.add_source(new)  # type: ignore[arg-type]
 
 
 def _load_for_update(

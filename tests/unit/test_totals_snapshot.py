@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adoptstream.core.state import SourceOutcomes, UserState
+from adoptstream.core.state import SourceOutcomes, UserState, decode_summary
 from adoptstream.core.totals import AdoptionTotals, totals_of
 from adoptstream.runtime.processor import replace_in_totals
 from adoptstream.runtime.store import MemoryStore, RocksStore, source_key, user_key
@@ -19,7 +19,10 @@ T0 = 1_717_200_000 * 10**9
 _event = st.tuples(
     st.sampled_from(["signup", "exposure", "use"]),
     st.sampled_from(["search", "export", "dark-mode"]),
-    st.integers(-5 * HOUR_NS, 40 * 24 * HOUR_NS),  # spans hours, days and every TTFU bucket
+    st.one_of(
+        st.integers(-5 * HOUR_NS, 40 * 24 * HOUR_NS),  # spans hours, days and every TTFU bucket
+        st.just(-(2**70)),  # before 1677: beyond 64 bits, so the state is stored as a wide blob
+    ),
     st.sampled_from([None, "wave-1", "wave-2"]),
 )
 
@@ -48,6 +51,21 @@ def test_encode_decode_keeps_every_count(population: list[UserState], gone: list
     assert {k: v for k, v in totals.outcomes.items() if v} == dict(decoded.outcomes)
     for name, hist in totals.ttfu.items():
         assert decoded.ttfu[name] == hist
+
+
+@settings(max_examples=80, deadline=None)
+@given(users())
+def test_a_summary_contributes_what_the_whole_state_does(user: UserState) -> None:
+    for sign in (1, -1):
+        whole, summary = AdoptionTotals(), AdoptionTotals()
+        whole.add_user(UserState.decode(user.encode()), sign)
+        summary.add_user(decode_summary(user.encode()), sign)
+        assert whole == summary
+
+
+def test_a_summary_refuses_another_state_version() -> None:
+    with pytest.raises(ValueError, match="version"):
+        decode_summary(b"[2,null,null,0,0,{},{},[],0]")
 
 
 def test_ttfu_sums_beyond_64_bits_survive() -> None:
@@ -79,6 +97,7 @@ def test_snapshot_is_used_only_while_it_matches_the_stored_offset(tmp_path: Path
     store = RocksStore(path)
     assert store.totals_snapshot() == snapshot.encode()
     assert [k for k, _ in store.states()] == [user_key("a")]  # the snapshot is not a state
+    assert [(k, s.accepted) for k, s in store.summaries()] == [(user_key("a"), 1)]
     _save(store, {user_key("b"): UserState(accepted=1)}, 5)
     assert store.totals_snapshot() is None  # the states moved on without it
     store.close()  # closed without totals (e.g. after a failed batch): the old snapshot stays stale

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from itertools import repeat
 
 from adoptstream.core.codec import dumps, loads
-from adoptstream.core.state import SourceOutcomes, UserState
+from adoptstream.core.state import SourceOutcomes, UserState, UserSummary
 
 ANY_FEATURE = "*"
 UNASSIGNED = "unassigned"
@@ -85,7 +85,7 @@ class AdoptionTotals:
         default_factory=dict, repr=False, compare=False
     )
 
-    def add_user(self, user: UserState, sign: int = 1) -> None:
+    def add_user(self, user: UserState | UserSummary, sign: int = 1) -> None:
         """Add (sign=+1) or remove (sign=-1) one user's contribution."""
         outcomes = self.outcomes
         outcomes["accepted"] += sign * user.accepted
@@ -94,7 +94,7 @@ class AdoptionTotals:
             outcomes["future"] += sign * user.future
         self.add_adoption(user, sign)
 
-    def add_adoption(self, user: UserState, sign: int = 1) -> None:
+    def add_adoption(self, user: UserState | UserSummary, sign: int = 1) -> None:
         """`add_user` without the outcome counts (the state stage counts outcomes as it applies).
 
         Once per touched user and batch, so written for speed: TTFU buckets inline, the any-feature

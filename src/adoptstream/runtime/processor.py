@@ -31,7 +31,7 @@ from adoptstream.runtime.store import (
     USER_PREFIX,
     PartitionStore,
     State,
-    decode_state,
+    decode_for_totals,
     open_store,
     source_key,
     user_key,
@@ -85,7 +85,7 @@ class StateProcessor:
                 totals = snapshots.get(p)
                 if totals is None:
                     totals = AdoptionTotals()
-                    for key, state in store.states():
+                    for key, state in store.summaries():
                         if key[:1] == USER_PREFIX:
                             totals.add_user(state)  # type: ignore[arg-type]
                         else:
@@ -141,7 +141,7 @@ class StateProcessor:
                         tp.partition,
                     )
                     store.wipe()
-                    snapshots.pop(tp.partition, None)
+                    snapshots[tp.partition] = AdoptionTotals()  # those of an empty store
                     start = 0
                 start = max(start, begins[tp])
                 if start < end:
@@ -338,6 +338,8 @@ class StateProcessor:
 
 
 def _snapshot_of(partition: int, store: PartitionStore) -> AdoptionTotals | None:
+    if store.changelog_offset < 0:  # empty: its totals are zero, and its restore brings them along
+        return AdoptionTotals()
     blob = store.totals_snapshot()
     if blob is None:
         return None
@@ -354,7 +356,7 @@ def replace_in_totals(totals: AdoptionTotals, store: PartitionStore, values: dic
     """Update the totals of `store`'s states for `values` about to overwrite them (a changelog tail)."""
     for key, value in values.items():
         old = store.load(key)
-        new = decode_state(key, value)
+        new = decode_for_totals(key, value)
         if key[:1] == USER_PREFIX:
             if old is not None:
                 totals.add_user(old, -1)  # type: ignore[arg-type]

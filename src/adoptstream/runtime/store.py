@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-from adoptstream.core.state import SourceOutcomes, UserState
+from adoptstream.core.state import SourceOutcomes, UserState, UserSummary, decode_summary
 
 State = UserState | SourceOutcomes
 USER_PREFIX = b"u"
@@ -48,6 +48,13 @@ def decode_state(key: bytes, value: bytes) -> State:
     return SourceOutcomes.decode(value)
 
 
+def decode_for_totals(key: bytes, value: bytes) -> State | UserSummary:
+    """Decode a stored value as far as the totals read it (user states without their dedup map)."""
+    if key[:1] == USER_PREFIX:
+        return decode_summary(value)
+    return SourceOutcomes.decode(value)
+
+
 class PartitionStore(Protocol):
     """Storage of one partition's states."""
 
@@ -62,6 +69,8 @@ class PartitionStore(Protocol):
     def save_raw(self, values: dict[bytes, bytes], changelog_offset: int) -> None: ...
 
     def states(self) -> Iterator[tuple[bytes, State]]: ...
+
+    def summaries(self) -> Iterator[tuple[bytes, State | UserSummary]]: ...
 
     def totals_snapshot(self) -> bytes | None: ...
 
@@ -94,6 +103,9 @@ class MemoryStore:
         self.changelog_offset = changelog_offset
 
     def states(self) -> Iterator[tuple[bytes, State]]:
+        yield from self._data.items()
+
+    def summaries(self) -> Iterator[tuple[bytes, State | UserSummary]]:
         yield from self._data.items()
 
     def totals_snapshot(self) -> bytes | None:
@@ -231,6 +243,12 @@ class RocksStore:
         for key, value in self._db.items(read_opt=self._scan):
             if key[:1] != META_PREFIX:
                 yield key, decode_state(key, value)
+
+    def summaries(self) -> Iterator[tuple[bytes, State | UserSummary]]:
+        """Every stored state, decoded only as far as the totals read it."""
+        for key, value in self._db.items(read_opt=self._scan):
+            if key[:1] != META_PREFIX:
+                yield key, decode_for_totals(key, value)
 
     def wipe(self) -> None:
         self._db.close()

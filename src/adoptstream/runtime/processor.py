@@ -21,7 +21,7 @@ from typing import TypeVar
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from adoptstream.core.events import Outcome
-from adoptstream.core.state import SourceOutcomes, UserState
+from adoptstream.core.state import SourceOutcomes, UserState, UserSummary
 from adoptstream.core.totals import AdoptionTotals
 from adoptstream.runtime import records
 from adoptstream.runtime.config import WorkerConfig
@@ -86,10 +86,7 @@ class StateProcessor:
                 if totals is None:
                     totals = AdoptionTotals()
                     for key, state in store.summaries():
-                        if key[:1] == USER_PREFIX:
-                            totals.add_user(state)  # type: ignore[arg-type]
-                        else:
-                            totals.add_source(state)  # type: ignore[arg-type]
+                        _add_stored(totals, key, state)
                 self.owned[p] = OwnedPartition(p, store, totals)
                 self._version += 1
         finally:
@@ -356,15 +353,16 @@ def replace_in_totals(totals: AdoptionTotals, store: PartitionStore, values: dic
     """Update the totals of `store`'s states for `values` about to overwrite them (a changelog tail)."""
     for key, value in values.items():
         old = store.load(key)
-        new = decode_for_totals(key, value)
-        if key[:1] == USER_PREFIX:
-            if old is not None:
-                totals.add_user(old, -1)  # type: ignore[arg-type]
-            totals.add_user(new)  # type: ignore[arg-type]
-        else:
-            if old is not None:
-                totals.add_source(old, -1)  # type: ignore[arg-type]
-            totals.add_source(new)  # type: ignore[arg-type]
+        if old is not None:
+            _add_stored(totals, key, old, -1)
+        _add_stored(totals, key, decode_for_totals(key, value))
+
+
+def _add_stored(totals: AdoptionTotals, key: bytes, state: State | UserSummary, sign: int = 1) -> None:
+    if key[:1] == USER_PREFIX:
+        totals.add_user(state, sign)  # type: ignore[arg-type]
+    else:
+        totals.add_source(state, sign)  # type: ignore[arg-type]
 
 
 def _load_for_update(

@@ -30,6 +30,7 @@ MEMTABLE_BUCKETS = 200_000  # about the entries of one 64 MB memtable of user st
 WRITE_BUFFER_BYTES = 64 << 20  # RocksDB's default memtable size, set explicitly
 FLUSH_AT_BYTES = 48 << 20  # flush (with a totals snapshot) before RocksDB would do it on its own
 IDLE_FLUSH_AFTER_S = 5.0  # an idle store flushes once this long after its last flush
+_MEMTABLE_BYTES = "rocksdb.cur-size-active-mem-table"  # the RocksDB property FLUSH_AT_BYTES compares
 Snapshot = Callable[[], bytes]  # the partition's encoded totals, matching the store's states now
 
 
@@ -240,15 +241,14 @@ class RocksStore:
         return blob if int(offset) == self.changelog_offset else None
 
     def states(self) -> Iterator[tuple[bytes, State]]:
-        for key, value in self._db.items(read_opt=self._scan):
-            if key[:1] != META_PREFIX:
-                yield key, decode_state(key, value)
+        return ((key, decode_state(key, value)) for key, value in self._stored())
 
     def summaries(self) -> Iterator[tuple[bytes, State | UserSummary]]:
         """Every stored state, decoded only as far as the totals read it."""
-        for key, value in self._db.items(read_opt=self._scan):
-            if key[:1] != META_PREFIX:
-                yield key, decode_for_totals(key, value)
+        return ((key, decode_for_totals(key, value)) for key, value in self._stored())
+
+    def _stored(self) -> Iterator[tuple[bytes, bytes]]:
+        return ((k, v) for k, v in self._db.items(read_opt=self._scan) if k[:1] != META_PREFIX)
 
     def wipe(self) -> None:
         self._db.close()
@@ -262,9 +262,6 @@ class RocksStore:
         # without a WAL, unflushed memtables would have to come from the changelog
         self._flush(totals, wait=True)
         self._db.close()
-
-
-_MEMTABLE_BYTES = "rocksdb.cur-size-active-mem-table"
 
 
 def open_store(kind: str, state_dir: Path, partition: int) -> PartitionStore:

@@ -34,7 +34,6 @@ from adoptstream.runtime.store import (
     decode_for_totals,
     open_store,
     source_key,
-    user_key,
 )
 
 log = logging.getLogger(__name__)
@@ -254,12 +253,18 @@ class StateProcessor:
                     invalid.append(entry)
                     continue
                 user = users.get(user_id)
-                if user is None:
-                    key = user_key(user_id)
-                    user = users[user_id] = _load_for_update(load, key, UserState, add_adoption)
+                if user is None:  # first touch in this batch: its old contribution leaves the totals
+                    key = USER_PREFIX + user_id.encode()  # user_key()
+                    user = load(key)
+                    if user is None:
+                        user = UserState()
+                    else:
+                        add_adoption(user, -1)
+                    users[user_id] = user
                     keys.append(key)
                 src_partition, src_offset = entry[0], entry[1]
-                if user.is_replay(src_partition, src_offset):
+                last = user.sources.get(src_partition)  # UserState.is_replay()
+                if last is not None and src_offset <= last:
                     continue
                 if len(entry) == 5:  # a future message of this user
                     user.reject_future(src_partition, src_offset)
@@ -280,7 +285,8 @@ class StateProcessor:
         states: list[State] = list(users.values())  # in first-touch order, like keys
         values: list[bytes] = []
         for user in states:
-            user.prune_seen()  # type: ignore[union-attr]
+            if len(user.seen) > 1:  # type: ignore[union-attr]
+                user.prune_seen()  # type: ignore[union-attr]
             add_adoption(user)  # type: ignore[arg-type]
             values.append(user.encode())
         outcomes = totals.outcomes

@@ -90,6 +90,7 @@ def _save(store: RocksStore | MemoryStore, states: dict[bytes, State], offset: i
 def test_snapshot_is_used_only_while_it_matches_the_stored_offset(tmp_path: Path) -> None:
     path = tmp_path / "db"
     store = RocksStore(path)
+    assert store.totals_snapshot() == AdoptionTotals().encode()  # empty: zero, brought along a restore
     _save(store, {user_key("a"): UserState(accepted=1)}, 4)
     snapshot = AdoptionTotals()
     snapshot.outcomes["accepted"] = 1

@@ -137,7 +137,9 @@ class StateProcessor:
                         tp.partition,
                     )
                     store.wipe()
-                    snapshots[tp.partition] = AdoptionTotals()  # those of an empty store
+                    snapshots.pop(tp.partition, None)
+                    if (snapshot := _snapshot_of(tp.partition, store)) is not None:
+                        snapshots[tp.partition] = snapshot
                     start = 0
                 start = max(start, begins[tp])
                 if start < end:
@@ -341,8 +343,6 @@ class StateProcessor:
 
 
 def _snapshot_of(partition: int, store: PartitionStore) -> AdoptionTotals | None:
-    if store.changelog_offset < 0:  # empty: its totals are zero, and its restore brings them along
-        return AdoptionTotals()
     blob = store.totals_snapshot()
     if blob is None:
         return None
@@ -351,7 +351,8 @@ def _snapshot_of(partition: int, store: PartitionStore) -> AdoptionTotals | None
     except (ValueError, TypeError) as exc:  # unreadable (another version): derived from the states
         log.warning("partition %d: totals snapshot not used (%s)", partition, exc)
         return None
-    log.info("partition %d: totals from its snapshot at offset %d", partition, store.changelog_offset)
+    if store.changelog_offset >= 0:
+        log.info("partition %d: totals from its snapshot at offset %d", partition, store.changelog_offset)
     return totals
 
 

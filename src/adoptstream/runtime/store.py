@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from adoptstream.core.state import SourceOutcomes, UserState, UserSummary, decode_summary
+from adoptstream.core.totals import AdoptionTotals
 
 State = UserState | SourceOutcomes
 USER_PREFIX = b"u"
@@ -32,6 +33,7 @@ FLUSH_AT_BYTES = 48 << 20  # flush (with a totals snapshot) before RocksDB would
 IDLE_FLUSH_AFTER_S = 5.0  # an idle store flushes once this long after its last flush
 _MEMTABLE_BYTES = "rocksdb.cur-size-active-mem-table"  # the RocksDB property FLUSH_AT_BYTES compares
 Snapshot = Callable[[], bytes]  # the partition's encoded totals, matching the store's states now
+_NO_TOTALS = AdoptionTotals().encode()
 
 
 def user_key(user_id: str) -> bytes:
@@ -110,7 +112,7 @@ class MemoryStore:
         yield from self._data.items()
 
     def totals_snapshot(self) -> bytes | None:
-        return None  # rebuilt from the changelog on every assignment: totals are derived again
+        return None  # restored states are decoded anyway: the totals are derived from them after
 
     def wipe(self) -> None:
         self._data.clear()
@@ -233,7 +235,13 @@ class RocksStore:
         self._dirty = False
 
     def totals_snapshot(self) -> bytes | None:
-        """The encoded totals of the stored states, if the last snapshot matches them."""
+        """The encoded totals of the stored states, if the last snapshot matches them.
+
+        An empty store's are zero: its restore then brings them along the changelog, with no scan of
+        every state after it.
+        """
+        if self.changelog_offset < 0:
+            return _NO_TOTALS
         raw = self._db.get(_TOTALS_KEY)
         if raw is None:
             return None

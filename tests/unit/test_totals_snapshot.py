@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from adoptstream.core.state import SourceOutcomes, UserState, decode_summary
 from adoptstream.core.totals import AdoptionTotals, totals_of
-from adoptstream.runtime.processor import replace_in_totals
+from adoptstream.runtime import store as store_module
+from adoptstream.runtime.processor import _snapshot_of, replace_in_totals
 from adoptstream.runtime.store import MemoryStore, RocksStore, source_key, user_key
 
 HOUR_NS = 3_600 * 10**9
@@ -139,3 +140,14 @@ def test_snapshot_plus_tail_equals_totals_derived_again(
         else:
             derived.add_source(state)
     assert same(totals, derived)
+
+
+@pytest.mark.parametrize("raw", [b"3 [9,{},{},[],[],[],[],{}]", b"3 not json", b"x [1]"])
+def test_an_unreadable_snapshot_leaves_the_totals_to_be_derived(tmp_path: Path, raw: bytes) -> None:
+    store = RocksStore(tmp_path / "db")
+    try:
+        _save(store, {user_key("a"): UserState(accepted=1)}, 3)
+        store._db.put(store_module._TOTALS_KEY, raw)
+        assert _snapshot_of(0, store) is None
+    finally:
+        store.close()

@@ -215,7 +215,7 @@ class StateProcessor:
             if keys:
                 owned.store.save(keys, states, values, last_offsets[owned.partition])
             owned.settled = True
-            owned.store.maybe_flush(owned.totals.encode)
+            owned.store.maybe_flush(owned.snapshot())
         stats = self._stats
         stats.last_event_ts_ns = last_ts
         stats.last_processed_s = time.time()
@@ -343,12 +343,13 @@ class StateProcessor:
 
 
 def _snapshot_of(partition: int, store: PartitionStore) -> AdoptionTotals | None:
-    blob = store.totals_snapshot()
-    if blob is None:
-        return None
+    """The totals of `store`'s states from its snapshot, or None: they are derived from the states."""
     try:
+        blob = store.totals_snapshot()
+        if blob is None:
+            return None
         totals = AdoptionTotals.decode(blob)
-    except (ValueError, TypeError) as exc:  # unreadable (another version): derived from the states
+    except (ValueError, TypeError) as exc:  # unreadable (another version)
         log.warning("partition %d: totals snapshot not used (%s)", partition, exc)
         return None
     if store.changelog_offset >= 0:

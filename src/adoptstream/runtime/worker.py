@@ -158,7 +158,12 @@ class Worker:
         return self._web.port if self._web else self.config.web_port
 
     async def run(self) -> None:
-        """Process until `stop()` is called (or SIGINT/SIGTERM when installed)."""
+        """Process until `stop()` is called (or SIGINT/SIGTERM when installed).
+
+        A stop lets each stage finish the batch in hand (its outputs acknowledged, its offsets
+        committed, its state saved) for up to `STOP_GRACE_S`; a stage still busy then is cancelled,
+        and its batch is read again by the next owner.
+        """
         assert self.ingest_consumer and self.state_consumer and self.processor
         loops = [
             asyncio.create_task(
@@ -188,6 +193,9 @@ class Worker:
         ]
         stop = asyncio.create_task(self._stopping.wait())
         done, _ = await asyncio.wait([stop, *loops], return_when=asyncio.FIRST_COMPLETED)
+        if stop in done:  # the loops end after the batch in hand (committed, its state saved)
+            done, _ = await asyncio.wait(loops, timeout=STOP_GRACE_S)
+            done.add(stop)
         for task in loops:
             task.cancel() if task not in done else None
         await asyncio.gather(*loops, return_exceptions=True)
@@ -303,6 +311,7 @@ class Worker:
         return __version__
 
 
+STOP_GRACE_S = 10.0  # how long a stopping worker lets its stages finish their batches, then cancels
 YOUNG_COLLECTION_OBJECTS = 100_000  # young collections between batches, about every this many allocations
 
 

@@ -105,7 +105,9 @@ class Worker:
             client_id=f"{c.app_id}-{c.worker_name}",
             acks="all",
             enable_idempotence=True,
-            linger_ms=5,
+            # BatchSender hands over whole batches, then waits for their acks: a linger would only
+            # hold each flush back (aiokafka lingers on every batch it did not see fill up)
+            linger_ms=0,
             max_batch_size=512 * 1024,
             max_request_size=8 * 1024 * 1024,
         )

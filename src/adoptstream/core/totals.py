@@ -27,11 +27,6 @@ TTFU_BUCKETS_S: tuple[int, ...] = (60, 300, 900, 3600, 14400, 86400, 259200, 604
 _TTFU_BOUNDS_NS = tuple(b * SECOND_NS for b in TTFU_BUCKETS_S)
 
 
-def _bucket_index(value_ns: int) -> int:
-    """Index of the first bucket whose upper bound holds value_ns (len(bounds) for +Inf)."""
-    return bisect_left(_TTFU_BOUNDS_NS, value_ns)
-
-
 @dataclass(slots=True)
 class Histogram:
     """Non-cumulative bucket counts plus the exact sum in ns."""
@@ -40,8 +35,12 @@ class Histogram:
     sum_ns: int = 0
 
     def observe(self, value_ns: int, sign: int) -> None:
-        self.counts[_bucket_index(value_ns)] += sign
-        self.sum_ns += sign * value_ns
+        """Add (sign=+1) or remove (sign=-1) one value; negative values count as 0."""
+        if value_ns > 0:
+            self.counts[bisect_left(_TTFU_BOUNDS_NS, value_ns)] += sign  # len(bounds): +Inf
+            self.sum_ns += sign * value_ns
+        else:
+            self.counts[0] += sign
 
     def merge(self, other: Histogram) -> None:
         for i, c in enumerate(other.counts):
@@ -51,15 +50,6 @@ class Histogram:
     @property
     def count(self) -> int:
         return sum(self.counts)
-
-
-def _observe(hist: Histogram, value_ns: int, sign: int) -> None:
-    """`Histogram.observe(max(0, value_ns), sign)` without the method call (the add_adoption path)."""
-    if value_ns > 0:
-        hist.counts[bisect_left(_TTFU_BOUNDS_NS, value_ns)] += sign
-        hist.sum_ns += sign * value_ns
-    else:
-        hist.counts[0] += sign
 
 
 def window_start_hour(now_ns: int, days: int) -> int:
@@ -97,8 +87,8 @@ class AdoptionTotals:
     def add_adoption(self, user: UserState | UserSummary, sign: int = 1) -> None:
         """`add_user` without the outcome counts (the state stage counts outcomes as it applies).
 
-        Once per touched user and batch, so written for speed: TTFU buckets inline, the any-feature
-        extremes tracked in the loop, the memo cleared only when it holds something.
+        Once per touched user and batch, so written for speed: the any-feature extremes tracked in
+        the loop, the memo cleared only when it holds something.
         """
         if self._active_memo:
             self._active_memo.clear()
@@ -124,7 +114,7 @@ class AdoptionTotals:
                 key = (name, exposure_cohort or UNASSIGNED)
                 exposed[key] += sign
                 adopted[key] += sign
-                _observe(ttfu[name], first_use - exposure, sign)
+                ttfu[name].observe(first_use - exposure, sign)
         if last_use_any is not None:
             active_hours[ANY_FEATURE][last_use_any // HOUR_NS] += sign
         signup = user.signup_ns
@@ -133,7 +123,7 @@ class AdoptionTotals:
             exposed[key] += sign
             if first_use_any is not None:
                 adopted[key] += sign
-                _observe(ttfu[ANY_FEATURE], first_use_any - signup, sign)
+                ttfu[ANY_FEATURE].observe(first_use_any - signup, sign)
 
     def add_source(self, source: SourceOutcomes, sign: int = 1) -> None:
         """Add or remove the invalid/future counts of one input partition."""

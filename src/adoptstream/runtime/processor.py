@@ -16,7 +16,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
@@ -37,7 +36,6 @@ from adoptstream.runtime.store import (
 )
 
 log = logging.getLogger(__name__)
-S = TypeVar("S", UserState, SourceOutcomes)
 RESTORE_CHUNK = 50_000
 
 
@@ -313,8 +311,13 @@ class StateProcessor:
         for src_partition, src_offset, _, _, code in entries:
             key = source_key(src_partition)
             source = sources.get(key)
-            if source is None:
-                source = sources[key] = _load_for_update(load, key, SourceOutcomes, totals.add_source)
+            if source is None:  # its old contribution leaves the totals
+                source = load(key)
+                if source is None:
+                    source = SourceOutcomes()
+                else:
+                    totals.add_source(source, -1)  # type: ignore[arg-type]
+                sources[key] = source  # type: ignore[assignment]
             source.apply(records.REJECTED[code], src_offset)
         for key, source in sources.items():
             totals.add_source(source)
@@ -371,14 +374,3 @@ def _add_stored(totals: AdoptionTotals, key: bytes, state: State | UserSummary, 
         totals.add_user(state, sign)  # type: ignore[arg-type]
     else:
         totals.add_source(state, sign)  # type: ignore[arg-type]
-
-
-def _load_for_update(
-    load: Callable[[bytes], State | None], key: bytes, new: Callable[[], S], add: Callable[[S, int], None]
-) -> S:
-    """A state about to change in this batch: its old contribution is taken out of the totals."""
-    state = load(key)
-    if state is None:
-        return new()
-    add(state, -1)  # type: ignore[arg-type]
-    return state  # type: ignore[return-value]

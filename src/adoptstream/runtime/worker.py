@@ -86,6 +86,8 @@ class Worker:
             client_id=f"{c.app_id}-{c.worker_name}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # a transactional producer's aborted messages are never counted, its committed ones once
+            isolation_level="read_committed",
             session_timeout_ms=c.session_timeout_ms,
             heartbeat_interval_ms=c.heartbeat_interval_ms,
             rebalance_timeout_ms=max(60_000, c.session_timeout_ms),

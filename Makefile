@@ -16,13 +16,15 @@ help:
 	@echo "make test   - the whole suite (unit, integration with a real broker, Prometheus/Alertmanager e2e)"
 	@echo "other: install kafka-up kafka-down lint check-deploy rules bench clean"
 
-# Quick when nothing changed: the stamp only goes stale when pyproject.toml does.
+# The product (editable, with its test extra) and the development tooling in dev/ (local broker, demo,
+# generator, test helpers: the `adoptstream-dev` command). Quick when nothing changed: the stamp only
+# goes stale when a pyproject.toml does.
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml dev/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test]' -e ./dev
 	@touch $@
 
 # Prometheus, promtool, Alertmanager and amtool come from Debian; installed when missing and root.
@@ -30,13 +32,13 @@ system-deps:
 	@bash deploy/install-system-deps.sh
 
 kafka-up: install
-	$(BIN)/adoptstream kafka up --port $(KAFKA_PORT) --dir $(KAFKA_DIR)
+	$(BIN)/adoptstream-dev kafka up --port $(KAFKA_PORT) --dir $(KAFKA_DIR)
 
 kafka-down: install
-	$(BIN)/adoptstream kafka down --dir $(KAFKA_DIR)
+	$(BIN)/adoptstream-dev kafka down --dir $(KAFKA_DIR)
 
 demo: install kafka-up
-	@$(BIN)/adoptstream demo --broker kafka://127.0.0.1:$(KAFKA_PORT) --topic $(TOPIC) --web-port $(WEB_PORT) \
+	@$(BIN)/adoptstream-dev demo --broker kafka://127.0.0.1:$(KAFKA_PORT) --topic $(TOPIC) --web-port $(WEB_PORT) \
 	  --kafka-dir $(KAFKA_DIR)
 
 test: install system-deps
@@ -49,7 +51,7 @@ test-integration: install
 	$(BIN)/python -m pytest -q tests/integration $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check src tests bench grafana
+	$(BIN)/ruff check src dev tests bench grafana
 
 check-deploy: install system-deps
 	promtool check config deploy/prometheus/prometheus.yml
@@ -61,4 +63,4 @@ bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf .run build dist src/*.egg-info .pytest_cache .hypothesis
+	rm -rf .run build dist src/*.egg-info dev/*.egg-info .pytest_cache .hypothesis

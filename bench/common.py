@@ -14,7 +14,6 @@ import platform
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
+
+from adoptstream_dev import testing
+from adoptstream_dev.testing import (  # noqa: F401  (re-exported for the bench scripts)
+    Samples,
+    WorkerProcess,
+    contract_only,
+    diff_samples,
+    free_port,
+    metric_sum,
+    stopping,
+    summed,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -114,7 +125,7 @@ def machine_info(kafka_version: str | None = None) -> dict[str, str]:
 @contextlib.contextmanager
 def broker(bootstrap: str | None, workdir: Path | None = None) -> Iterator[tuple[str, int | None, str]]:
     """Yield (bootstrap, broker pid or None, kafka version): the given broker, or a fresh LocalKafka."""
-    from adoptstream.localkafka import LocalKafka, free_port, kafka_version
+    from adoptstream_dev.localkafka import LocalKafka, kafka_version
 
     version = kafka_version()
     if bootstrap:
@@ -133,28 +144,10 @@ def broker(bootstrap: str | None, workdir: Path | None = None) -> Iterator[tuple
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def _create_topic(bootstrap: str, topic: str, partitions: int, configs: dict[str, str] | None) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        with contextlib.suppress(TopicAlreadyExistsError):
-            await admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=configs or {})])
-        deadline = time.monotonic() + 30
-        while topic not in set(await admin.list_topics()):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"topic {topic} did not appear")
-            await asyncio.sleep(0.1)
-    finally:
-        await admin.close()
-
-
 def create_topic(
-    bootstrap: str, topic: str, partitions: int = PARTITIONS, configs: dict | None = None
+    bootstrap: str, topic: str, partitions: int = PARTITIONS, configs: dict[str, str] | None = None
 ) -> None:
-    asyncio.run(_create_topic(bootstrap, topic, partitions, configs))
+    testing.create_topic(bootstrap, topic, partitions, configs)
 
 
 # ------------------------------------------------------------------------------------------ data set
@@ -193,7 +186,7 @@ def build_events(
     """`n` realistic event lines (TrafficGenerator: story-driven types, Zipf feature popularity,
     all `ts` formats, ~1% retried duplicates, 3% out of order, a few invalid lines) spread over a
     population of `users` users."""
-    from adoptstream.generate import TrafficGenerator
+    from adoptstream_dev.generate import TrafficGenerator
 
     gen = TrafficGenerator(seed, users=max(1000, int(n * 0.04)), invalid_ratio=invalid_ratio)
     out: list[bytes] = []
@@ -375,7 +368,6 @@ def first_timestamp_s(bootstrap: str, topic: str) -> float | None:
 _SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)')
 _LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 # Progress polls ask for the outcome counter alone: the worker then skips building the adoption
@@ -398,170 +390,28 @@ def parse_metrics(text: str, prefixes: tuple[str, ...] = ("adoptstream_",)) -> S
     return out
 
 
-def metric_sum(samples: Samples, name: str, **labels: str) -> float:
-    want = set(labels.items())
-    return sum(v for (n, lab), v in samples.items() if n == name and want <= set(lab))
-
-
-CONTRACT_PREFIXES = (
-    "adoptstream_events_total",
-    "adoptstream_active_users",
-    "adoptstream_exposed_users",
-    "adoptstream_adopted_users",
-    "adoptstream_time_to_first_use_seconds",
-    "adoptstream_feature_uses_total",
-)
-
-
-def contract_only(samples: Samples) -> Samples:
-    return {
-        k: v
-        for k, v in samples.items()
-        if k[0].startswith(CONTRACT_PREFIXES) and not k[0].endswith("_created")
-    }
-
-
-def summed(pages: list[Samples]) -> Samples:
-    total: dict = {}
-    for page in pages:
-        for k, v in page.items():
-            total[k] = total.get(k, 0.0) + v
-    return total
-
-
-def diff_samples(a: Samples, b: Samples, limit: int = 8) -> list[str]:
-    """Human-readable differences between two sample sets (missing series count as 0).
-
-    Every series must be equal, except histogram `_sum`s (float seconds): adding them up over workers
-    rounds in the last bits, exactly as Prometheus's own `sum` does, so they compare to 1e-12 relative.
-    """
-    out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k, 0.0), b.get(k, 0.0)
-        if va == vb or (k[0].endswith("_sum") and abs(va - vb) <= 1e-12 * max(abs(va), abs(vb))):
-            continue
-        out.append(f"{k[0]}{dict(k[1])}: {va} != {vb}")
-        if len(out) >= limit:
-            break
-    return out
-
-
 # ------------------------------------------------------------------------------------------ worker
 
 
-def free_port() -> int:
-    from adoptstream.localkafka import free_port as fp
-
-    return fp()
-
-
 @dataclass
-class Worker:
-    """One real `adoptstream worker` subprocess (its own data dir, /metrics on a free loopback port)."""
+class Worker(WorkerProcess):
+    """The benchmarks' worker: `--partitions` of the bench, /metrics read with the fast parser.
 
-    bootstrap: str
-    topic: str
-    data_dir: Path
-    app_id: str
-    store: str = "rocksdb"
-    extra: list[str] = field(default_factory=list)
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen | None = None
-    log_path: Path | None = None
-    wrap: list[str] = field(default_factory=list)  # e.g. a profiler command line prefix
-    spawned_at: float = 0.0
+    `samples()` gives None while the worker does not answer (yet): the benchmarks poll it.
+    """
 
-    def start(self) -> Worker:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.data_dir / f"worker-{self.port}.log"
-        cmd = [
-            *self.wrap, sys.executable, "-m", "adoptstream", "worker",
-            "--broker", f"kafka://{self.bootstrap}", "--topic", self.topic,
-            "--web-port", str(self.port), "--web-host", "127.0.0.1",
-            "--data-dir", str(self.data_dir), "--app-id", self.app_id, "--store", self.store,
-            "--partitions", str(PARTITIONS), *self.extra,
-        ]
-        env = {**os.environ, "ADOPTSTREAM_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"}
-        self.spawned_at = time.time()
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                         stdin=subprocess.DEVNULL, cwd=str(REPO))
-        return self
+    def __post_init__(self) -> None:
+        self.extra = ["--partitions", str(PARTITIONS), *self.extra]
 
-    @property
-    def pid(self) -> int:
-        """The worker's own pid (the Python process, also when wrapped by a profiler)."""
-        assert self.proc is not None
-        if not self.wrap:
-            return self.proc.pid
-        with contextlib.suppress(OSError):
-            kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
-            if kids:
-                return int(kids[0])
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def get(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout) as resp:
-                return resp.status, resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-    def samples(self, timeout: float = 5.0, query: str = "") -> Samples | None:
-        """The worker's /metrics (`query`: e.g. EVENTS_ONLY), or None when it does not answer (yet)."""
+    def samples(self, query: str = "", timeout: float = 5.0) -> Samples | None:  # type: ignore[override]
         try:
             status, text = self.get("/metrics" + query, timeout=timeout)
         except (OSError, urllib.error.URLError):
             return None
         return parse_metrics(text) if status == 200 else None
 
-    def wait_ready(self, timeout_s: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"worker exited ({self.proc.returncode}):\n{self.log_tail()}")  # type: ignore[union-attr]
-            with contextlib.suppress(OSError, urllib.error.URLError):
-                if self.get("/ready", timeout=1.0)[0] == 200:
-                    return
-            time.sleep(0.1)
-        raise TimeoutError(f"worker on :{self.port} not ready in {timeout_s} s:\n{self.log_tail()}")
 
-    def log_tail(self, lines: int = 30) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def kill(self) -> None:
-        if self.alive():
-            self.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
-            self.proc.wait(timeout=10)  # type: ignore[union-attr]
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        if not self.alive():
-            return
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM if not self.wrap else signal.SIGINT)
-        try:
-            self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
-@contextlib.contextmanager
-def workers_cleanup(workers: list[Worker]) -> Iterator[list[Worker]]:
-    """Stops (then kills) every worker in the list on exit, whatever happened."""
-    try:
-        yield workers
-    finally:
-        for w in workers:
-            with contextlib.suppress(Exception):
-                w.stop(timeout_s=15)
-            with contextlib.suppress(Exception):
-                w.kill()
+workers_cleanup = stopping
 
 
 def save_json(path: str | Path | None, data: object) -> None:

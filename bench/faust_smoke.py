@@ -145,7 +145,8 @@ def main() -> int:
         return 0
     if args.bootstrap:
         return run_smoke(args.bootstrap, args)
-    from adoptstream.localkafka import LocalKafka, free_port
+    from adoptstream_dev.localkafka import LocalKafka
+    from adoptstream_dev.testing import free_port
 
     with tempfile.TemporaryDirectory(prefix="faust-smoke-kafka-") as tmp:
         t0 = time.monotonic()

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from adoptstream.localkafka import LocalKafka, free_port
+from adoptstream_dev.localkafka import LocalKafka
+from adoptstream_dev.testing import free_port
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,10 @@ import sys
 from collections.abc import Sequence
 
 # subcommand -> module with `add_parser(subparsers)`; the parser sets `func(args) -> int`.
+# Development tooling (local broker, demo, generator) is the separate `adoptstream-dev` command.
 SUBCOMMANDS: dict[str, str] = {
     "worker": "adoptstream.runtime.cli",
     "publish": "adoptstream.publish",
-    "generate": "adoptstream.generate",
-    "demo": "adoptstream.demo",
-    "kafka": "adoptstream.localkafka",
     "rules": "adoptstream.rollout.cli",
 }
 
@@ -31,13 +29,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for name, module in SUBCOMMANDS.items():
         if only is not None and name != only:
             continue
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:  # a subcommand still being built must not break the others
-            if exc.name and exc.name.startswith("adoptstream"):
-                continue
-            raise
-        mod.add_parser(sub)
+        importlib.import_module(module).add_parser(sub)
     return parser
 
 

@@ -30,7 +30,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
 from adoptstream.core.events import MAX_EVENT_BYTES, InvalidEvent, parse_event
-from adoptstream.runtime.config import ConfigError, parse_broker
+from adoptstream.runtime.config import ConfigError, TopicSettings, add_flags, from_flags
 
 DEFAULT_BATCH_BYTES = 512 * 1024
 # the broker's default message.max.bytes is 1,048,588 per record batch: a line must fit in one
@@ -96,8 +96,8 @@ class Publisher:
         skip_invalid: bool = False,
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         max_line_bytes: int = MAX_LINE_BYTES,
-        partitions: int | None = None,
-        replication_factor: int | None = None,
+        partitions: int = 8,
+        replication_factor: int = 1,
         create_topic: bool = True,
         client_id: str = "adoptstream-publish",
     ) -> None:
@@ -106,10 +106,8 @@ class Publisher:
         self.skip_invalid = skip_invalid
         self.batch_bytes = batch_bytes
         self.max_line_bytes = MAX_EVENT_BYTES if skip_invalid else max_line_bytes
-        self.partitions_wanted = partitions or int(os.environ.get("ADOPTSTREAM_PARTITIONS", "8"))
-        self.replication_factor = replication_factor or int(
-            os.environ.get("ADOPTSTREAM_REPLICATION_FACTOR", "1")
-        )
+        self.partitions_wanted = partitions
+        self.replication_factor = replication_factor
         self.create_topic = create_topic
         self.client_id = client_id
         self.stats = PublishStats()
@@ -404,16 +402,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "By default every non-blank line is sent (the worker dead-letters invalid ones).",
     )
     p.add_argument("file", metavar="FILE", help="JSON lines file, or - for stdin")
-    p.add_argument(
-        "--broker",
-        default=os.environ.get("ADOPTSTREAM_BROKER", "kafka://127.0.0.1:9092"),
-        help="kafka://HOST:PORT[,HOST:PORT] (env ADOPTSTREAM_BROKER; default kafka://127.0.0.1:9092)",
-    )
-    p.add_argument(
-        "--topic",
-        default=os.environ.get("ADOPTSTREAM_TOPIC", "adoption-events"),
-        help="input topic (env ADOPTSTREAM_TOPIC; default adoption-events)",
-    )
+    add_flags(p, TopicSettings)
     p.add_argument(
         "--skip-invalid",
         action="store_true",
@@ -427,12 +416,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help=f"bytes per partition batch, 16384-1000000 (default {DEFAULT_BATCH_BYTES})",
     )
     p.add_argument(
-        "--partitions",
-        type=int,
-        default=None,
-        help="partitions when the topic has to be created (env ADOPTSTREAM_PARTITIONS; default 8)",
-    )
-    p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -444,7 +427,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        bootstrap = parse_broker(args.broker)
+        settings = from_flags(TopicSettings, args)
     except ConfigError as exc:
         print(f"adoptstream publish: {exc}", file=sys.stderr)
         return 2
@@ -458,19 +441,20 @@ def run(args: argparse.Namespace) -> int:
         return 2
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     try:
-        return asyncio.run(_run(stream, bootstrap, args, progress))
+        return asyncio.run(_run(stream, settings, args, progress))
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
 
 
-async def _run(stream: BinaryIO, bootstrap: str, args: argparse.Namespace, progress: bool) -> int:
+async def _run(stream: BinaryIO, settings: TopicSettings, args: argparse.Namespace, progress: bool) -> int:
     publisher = Publisher(
-        bootstrap,
-        args.topic,
+        settings.bootstrap_servers,
+        settings.topic,
         skip_invalid=args.skip_invalid,
         batch_bytes=args.batch_size,
-        partitions=args.partitions,
+        partitions=settings.partitions,
+        replication_factor=settings.replication_factor,
     )
     try:
         await publisher.start()
@@ -487,7 +471,7 @@ async def _run(stream: BinaryIO, bootstrap: str, args: argparse.Namespace, progr
         raise
     finally:
         await publisher.stop(timeout_s=5.0 if interrupted else 30.0)
-        print(format_summary(publisher.stats, args.topic, interrupted), file=sys.stderr)
+        print(format_summary(publisher.stats, settings.topic, interrupted), file=sys.stderr)
         if args.json:
             sys.stdout.write(orjson.dumps(publisher.stats.as_dict()).decode() + "\n")
             sys.stdout.flush()

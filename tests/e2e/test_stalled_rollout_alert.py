@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from adoptstream.monitoring_stack import STATIC_RULES, MonitoringStack
-from adoptstream.rollout.scenario import StallScenario
+from adoptstream_dev.monitoring_stack import STATIC_RULES, MonitoringStack
+from adoptstream_dev.scenario import StallScenario
 from tests.e2e.conftest import needs_monitoring
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, needs_monitoring, pytest.mark.timeout(300)]

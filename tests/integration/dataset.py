@@ -13,7 +13,7 @@ from adoptstream.core.events import InvalidEvent, is_future, parse_event
 from adoptstream.core.state import SourceOutcomes, UserState
 from adoptstream.core.totals import AdoptionTotals
 from adoptstream.exposition.collector import AdoptionCollector
-from tests.integration.workers import Samples, contract_only, parse_samples
+from adoptstream_dev.testing import Samples, contract_only, parse_samples
 
 HOUR_MS = 3_600_000
 FEATURES = ["search", "export.csv", "dark-mode", "ai/assist", "billing:v2"]

@@ -16,21 +16,21 @@ from typing import Any
 
 import pytest
 
-from adoptstream.demo import port_free, render_table
-from adoptstream.localkafka import free_port
+from adoptstream_dev.demo import render_table
+from adoptstream_dev.testing import free_port, port_in_use
 
 MONITORING = all(shutil.which(b) for b in ("prometheus", "prometheus-alertmanager")) and all(
     importlib.util.find_spec(m) is not None
-    for m in ("adoptstream.monitoring_stack", "adoptstream.rollout.scenario")
+    for m in ("adoptstream_dev.monitoring_stack", "adoptstream_dev.scenario")
 )
 needs_monitoring = pytest.mark.skipif(
-    not MONITORING, reason="prometheus/prometheus-alertmanager or adoptstream.monitoring_stack missing"
+    not MONITORING, reason="prometheus/prometheus-alertmanager or adoptstream_dev.monitoring_stack missing"
 )
 
 
 def demo_cmd(bootstrap: str, topic: str, port: int, tmp_path: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "adoptstream", "demo",
+        sys.executable, "-m", "adoptstream_dev", "demo",
         "--broker", f"kafka://{bootstrap}", "--topic", topic, "--web-port", str(port),
         "--data-dir", str(tmp_path / "demo"), "--kafka-dir", str(tmp_path / "kafka"),
         "--rate", "200", "--backfill", "3000", *extra,
@@ -97,12 +97,12 @@ def test_demo_runs_and_stops_cleanly(kafka_broker: Any, unique_topic: str, tmp_p
     assert int(accepted[-1].replace(",", "")) > 3000 * 0.9
     assert "Kafka left running (--no-kafka-down)" in out
     assert "everything stopped" in out
-    assert port_free(port)  # the worker is gone
+    assert not port_in_use(port)  # the worker is gone
     if MONITORING:
         ports = monitoring_ports(out)
         assert ports, out[-3000:]
         assert "AdoptionRolloutStalled to owner" in out
-        assert all(port_free(p) for p in ports)  # Prometheus and Alertmanager are gone
+        assert all(not port_in_use(p) for p in ports)  # Prometheus and Alertmanager are gone
     else:
         assert "monitoring: skipped" in out
 
@@ -151,6 +151,6 @@ def test_demo_shows_the_stalled_rollout_alert_and_stops_on_ctrl_c(
     assert "everything stopped" in out
     deadline = time.monotonic() + 10
     ports = [port, *monitoring_ports(out)]
-    while not all(port_free(p) for p in ports):
-        assert time.monotonic() < deadline, f"still listening: {[p for p in ports if not port_free(p)]}"
+    while not all(not port_in_use(p) for p in ports):
+        assert time.monotonic() < deadline, f"still listening: {[p for p in ports if port_in_use(p)]}"
         time.sleep(0.2)

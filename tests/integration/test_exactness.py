@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
+from adoptstream_dev.testing import Samples, WorkerProcess, contract_only, summed
 from tests.integration.dataset import Message, build_dataset, expected_samples
-from tests.integration.workers import Samples, WorkerProcess, contract_only, summed
 
 pytestmark = pytest.mark.integration
 

@@ -12,28 +12,14 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin import NewTopic as RdNewTopic
 
-from adoptstream.localkafka import LocalKafka, LocalKafkaError, broker_answers, free_port, port_in_use
+from adoptstream_dev.localkafka import LocalKafka, LocalKafkaError, broker_answers
+from adoptstream_dev.testing import create_topic_async, free_port, port_in_use
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
-
-
-async def create_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
-        # The controller acknowledges before every broker's metadata cache has the topic: poll for it.
-        deadline = time.monotonic() + 30
-        while topic not in await admin.list_topics():
-            assert time.monotonic() < deadline, f"topic {topic} not in the broker's metadata after 30 s"
-            await asyncio.sleep(0.1)
-    finally:
-        await admin.close()
 
 
 def rd_create_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:
@@ -109,7 +95,7 @@ def test_broker_answers_metadata_on_loopback(kafka_broker: LocalKafka) -> None:
 
 
 async def test_aiokafka_round_trip(kafka_broker: LocalKafka, unique_topic: str) -> None:
-    await create_topic(kafka_broker.bootstrap, unique_topic, partitions=2)
+    await create_topic_async(kafka_broker.bootstrap, unique_topic, partitions=2)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
     await producer.start()
     try:
@@ -130,7 +116,7 @@ def test_librdkafka_round_trip(kafka_broker: LocalKafka, unique_topic: str) -> N
 
 
 async def test_librdkafka_producer_aiokafka_consumer(kafka_broker: LocalKafka, unique_topic: str) -> None:
-    await create_topic(kafka_broker.bootstrap, unique_topic, partitions=2)
+    await create_topic_async(kafka_broker.bootstrap, unique_topic, partitions=2)
     sent = [f"x{i}".encode() for i in range(100)]
     await asyncio.to_thread(rd_produce, kafka_broker.bootstrap, unique_topic, sent)
     assert sorted(await aio_consume(kafka_broker.bootstrap, unique_topic, len(sent))) == sorted(sent)
@@ -140,7 +126,7 @@ def test_start_twice_is_a_noop(kafka_broker: LocalKafka, caplog: pytest.LogCaptu
     pid = kafka_broker.pid()
     assert kafka_broker.start() is False
     same_dir = LocalKafka(kafka_broker.port, kafka_broker.data_dir)  # e.g. a second `kafka up`
-    with caplog.at_level("INFO", logger="adoptstream.localkafka"):
+    with caplog.at_level("INFO", logger="adoptstream_dev.localkafka"):
         assert same_dir.start(timeout_s=30) is False
     assert "already running" in caplog.text
     assert same_dir.pid() == pid and kafka_broker.is_running()
@@ -173,7 +159,7 @@ def test_cli_up_status_down_detached(tmp_path: Path) -> None:
     port, kdir = free_port(), tmp_path / "cli"
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "adoptstream", "kafka", *args]
+        cmd = [sys.executable, "-m", "adoptstream_dev", "kafka", *args]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=150)
 
     up = cli("up", "--port", str(port), "--dir", str(kdir))
@@ -195,7 +181,7 @@ def test_cli_up_status_down_detached(tmp_path: Path) -> None:
 def test_die_with_parent_leaves_no_broker_behind(tmp_path: Path) -> None:
     code = (
         "import sys, time\n"
-        "from adoptstream.localkafka import LocalKafka, free_port\n"
+        "from adoptstream_dev.localkafka import LocalKafka, free_port\n"
         "broker = LocalKafka(free_port(), sys.argv[1], die_with_parent=True)\n"
         "broker.start()\n"
         "print(broker.pid(), flush=True)\n"
@@ -248,7 +234,7 @@ def test_bad_config_fails_at_format_with_the_reason(tmp_path: Path) -> None:
 
 
 def test_missing_java_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from adoptstream.localkafka import fetch_kafka_libs
+    from adoptstream_dev.localkafka import fetch_kafka_libs
 
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(LocalKafkaError, match="`java` not found on PATH"):

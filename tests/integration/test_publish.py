@@ -16,8 +16,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
 
 from adoptstream.core.events import InvalidEvent, parse_event
-from adoptstream.generate import TrafficGenerator
-from adoptstream.localkafka import free_port
+from adoptstream_dev.generate import TrafficGenerator
+from adoptstream_dev.testing import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from adoptstream.core.events import NS_PER_MS, InvalidEvent, parse_event
-from adoptstream.generate import FEATURES, TrafficGenerator, format_ts, hour_weight
+from adoptstream_dev.generate import FEATURES, TrafficGenerator, format_ts, hour_weight
 
 NOW_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 N = 20_000

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from adoptstream.rollout.plan import load_plan_text
-from adoptstream.rollout.scenario import StallScenario, scenario_stack
+from adoptstream_dev.scenario import StallScenario, scenario_stack
 
 
 def test_plan_is_valid_and_compressed() -> None:

@@ -1,8 +1,8 @@
-"""`adoptstream demo`: worker + live synthetic traffic + a refreshed adoption table (the job of `make demo`).
+"""`adoptstream-dev demo`: worker + live traffic + a refreshed adoption table (the job of `make demo`).
 
 Starts one worker subprocess, waits for /ready, publishes a backfill of historical events and then live
 traffic in-process, and redraws a per-feature table from the worker's /api/summary every 2 s. When
-Prometheus, Alertmanager and `adoptstream.monitoring_stack` are available it also runs them with the rules
+Prometheus, Alertmanager and `adoptstream_dev.monitoring_stack` are available it also runs them with the rules
 of a demo rollout plan and lists received alerts under the table. Ctrl-C (or --duration) stops everything
 in order: traffic, worker (SIGTERM, then SIGKILL), monitoring, and the local broker (`kafka down`).
 """
@@ -13,11 +13,8 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
-import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import textwrap
 import time
@@ -28,7 +25,8 @@ from typing import Any
 import aiohttp
 
 from adoptstream.core.totals import ANY_FEATURE
-from adoptstream.runtime.config import ConfigError, parse_broker
+from adoptstream.runtime.config import ConfigError, TopicSettings, add_flags, from_flags
+from adoptstream_dev.testing import WorkerProcess, port_in_use
 
 REFRESH_S = 2.0
 READY_TIMEOUT_S = 120.0
@@ -93,110 +91,63 @@ def render_table(summary: dict[str, Any], width: int = 110) -> str:
 # -- processes -------------------------------------------------------------------------------------
 
 
-def port_free(port: int) -> bool:
-    """True when a server could listen on 127.0.0.1:port (TIME_WAIT leftovers don't count)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _tail(path: Path, lines: int = 30) -> str:
+def _tail(path: Path | None, lines: int = 30) -> str:
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path else ""
     except OSError:
         return ""
 
 
-class WorkerProcess:
-    """`python -m adoptstream worker` in its own session (Ctrl-C reaches only the demo, which stops it)."""
+def demo_worker(broker: str, topic: str, port: int, data_dir: Path) -> WorkerProcess:
+    """The demo's worker: its own session (Ctrl-C reaches only the demo, which stops it), own app id."""
+    # own consumer groups and internal topics: never joins a real deployment's
+    return WorkerProcess(
+        broker, topic, data_dir / "worker", app_id="adoptstream-demo", port=port, new_session=True
+    )
 
-    def __init__(self, broker: str, topic: str, port: int, data_dir: Path) -> None:
-        self.port = port
-        self.data_dir = data_dir
-        self.log_path = data_dir / "worker.log"
-        self.cmd = [
-            sys.executable,
-            "-m",
-            "adoptstream",
-            "worker",
-            "--broker",
-            broker,
-            "--topic",
-            topic,
-            "--web-port",
-            str(port),
-            "--web-host",
-            "127.0.0.1",
-            "--data-dir",
-            str(data_dir / "worker"),
-            "--app-id",  # own consumer groups and internal topics: never joins a real deployment's
-            "adoptstream-demo",
-        ]
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+async def wait_ready(worker: WorkerProcess, session: aiohttp.ClientSession, timeout_s: float) -> None:
+    """Poll /ready until 200; raise RuntimeError when the worker exits or the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if not worker.alive():
+            code = worker.proc.returncode if worker.proc else None
+            raise RuntimeError(f"worker exited with code {code}; log tail:\n{_tail(worker.log_path)}")
+        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+            async with session.get(worker.url("/ready")) as resp:
+                if resp.status == 200:
+                    return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"worker not ready after {timeout_s:.0f} s; log tail:\n{_tail(worker.log_path)}"
             )
+        await asyncio.sleep(0.2)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
-    def exited(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
-
-    async def wait_ready(self, session: aiohttp.ClientSession, timeout_s: float) -> None:
-        """Poll /ready until 200; raise RuntimeError when the worker exits or the deadline passes."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            code = self.exited()
-            if code is not None:
-                raise RuntimeError(f"worker exited with code {code}; log tail:\n{_tail(self.log_path)}")
-            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-                async with session.get(f"{self.url}/ready") as resp:
-                    if resp.status == 200:
-                        return
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"worker not ready after {timeout_s:.0f} s; log tail:\n{_tail(self.log_path)}"
-                )
-            await asyncio.sleep(0.2)
-
-    async def stop(
-        self, timeout_s: float = WORKER_STOP_TIMEOUT_S, hurry: Callable[[], bool] = lambda: False
-    ) -> str:
-        """SIGTERM, wait (until `hurry()` says not to), then SIGKILL; says how it went."""
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return "worker had already exited"
-        proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while proc.poll() is None and time.monotonic() < deadline and not hurry():
-            await asyncio.sleep(0.1)
-        if proc.poll() is None:
-            proc.kill()
-            await asyncio.get_running_loop().run_in_executor(None, proc.wait)
-            return f"worker (pid {proc.pid}) did not stop in time: killed"
-        return f"worker (pid {proc.pid}) stopped"
+async def stop_worker(
+    worker: WorkerProcess, timeout_s: float = WORKER_STOP_TIMEOUT_S, hurry: Callable[[], bool] = lambda: False
+) -> str:
+    """SIGTERM, wait (until `hurry()` says not to), then SIGKILL; says how it went."""
+    proc = worker.proc
+    if proc is None or proc.poll() is not None:
+        return "worker had already exited"
+    proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None and time.monotonic() < deadline and not hurry():
+        await asyncio.sleep(0.1)
+    if proc.poll() is None:
+        proc.kill()
+        await asyncio.get_running_loop().run_in_executor(None, proc.wait)
+        return f"worker (pid {proc.pid}) did not stop in time: killed"
+    return f"worker (pid {proc.pid}) stopped"
 
 
 # -- optional monitoring stack ---------------------------------------------------------------------
 
 
 class Monitoring:
-    """Prometheus + Alertmanager + webhook receiver (`adoptstream.monitoring_stack`) with the rules of a
-    demo rollout plan (`adoptstream.rollout.scenario.StallScenario`: one wave climbs to its target, one
+    """Prometheus + Alertmanager + webhook receiver (`adoptstream_dev.monitoring_stack`) with the rules of a
+    demo rollout plan (`adoptstream_dev.scenario.StallScenario`: one wave climbs to its target, one
     stalls) and the scenario's traffic. Optional: `note` says why it is not running.
     """
 
@@ -215,7 +166,7 @@ class Monitoring:
         missing = [b for b in ("prometheus", "prometheus-alertmanager") if shutil.which(b) is None]
         if missing:
             return f"{', '.join(missing)} not installed; `make system-deps` as root installs them"
-        for module in ("adoptstream.monitoring_stack", "adoptstream.rollout.scenario"):
+        for module in ("adoptstream_dev.monitoring_stack", "adoptstream_dev.scenario"):
             if importlib.util.find_spec(module) is None:
                 return f"{module} not available"
         return None
@@ -227,8 +178,8 @@ class Monitoring:
             self.note = f"monitoring: skipped ({why})"
             return False
         try:
-            from adoptstream.monitoring_stack import STATIC_RULES, MonitoringStack
-            from adoptstream.rollout.scenario import StallScenario
+            from adoptstream_dev.monitoring_stack import STATIC_RULES, MonitoringStack
+            from adoptstream_dev.scenario import StallScenario
 
             shutil.rmtree(self.workdir, ignore_errors=True)  # fresh TSDB and configs every run
             self.workdir.mkdir(parents=True)
@@ -349,8 +300,8 @@ async def _monitoring_flow(
 
 async def run_demo(args: argparse.Namespace, out: Any = None) -> int:
     """The whole demo; returns the exit code."""
-    from adoptstream.generate import TrafficGenerator, run_live
     from adoptstream.publish import Publisher, PublishError
+    from adoptstream_dev.generate import TrafficGenerator, run_live
 
     out = out or sys.stdout
     tty = out.isatty()
@@ -358,9 +309,10 @@ async def run_demo(args: argparse.Namespace, out: Any = None) -> int:
     def say(text: str) -> None:
         print(text, file=out, flush=True)
 
-    bootstrap = parse_broker(args.broker)
+    settings: TopicSettings = args.settings
+    bootstrap, topic = settings.bootstrap_servers, settings.topic
     data_dir = Path(args.data_dir)
-    if not port_free(args.web_port):
+    if port_in_use(args.web_port):
         say(f"demo: port {args.web_port} on 127.0.0.1 is in use (another demo or worker?); try --web-port")
         return 1
 
@@ -377,9 +329,9 @@ async def run_demo(args: argparse.Namespace, out: Any = None) -> int:
     if args.duration is not None:
         loop.call_later(args.duration, stop.set)
 
-    say(f"demo: broker {bootstrap}, topic {args.topic}, data in {data_dir}")
-    publisher = Publisher(bootstrap, args.topic, client_id="adoptstream-demo")
-    worker = WorkerProcess(args.broker, args.topic, args.web_port, data_dir)
+    say(f"demo: broker {bootstrap}, topic {topic}, data in {data_dir}")
+    publisher = Publisher(bootstrap, topic, client_id="adoptstream-demo")
+    worker = demo_worker(settings.broker, topic, args.web_port, data_dir)
     monitoring = Monitoring(data_dir / "monitoring")
     live_task: asyncio.Task[None] | None = None
     monitoring_task: asyncio.Task[None] | None = None
@@ -396,14 +348,15 @@ async def run_demo(args: argparse.Namespace, out: Any = None) -> int:
             worker.start()
             pid = worker.proc.pid if worker.proc else "?"
             say(f"demo: worker starting (pid {pid}, log {worker.log_path})")
-            ready = asyncio.create_task(worker.wait_ready(session, READY_TIMEOUT_S))
+            ready = asyncio.create_task(wait_ready(worker, session, READY_TIMEOUT_S))
             await asyncio.wait([ready, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
             if not ready.done():
                 ready.cancel()
                 say("demo: stopped before the worker was ready")
                 return 0
             ready.result()
-            say(f"demo: worker ready; metrics at {worker.url}/metrics (JSON: {worker.url}/api/summary)")
+            metrics, summary = worker.url("/metrics"), worker.url("/api/summary")
+            say(f"demo: worker ready; metrics at {metrics} (JSON: {summary})")
 
             gen = TrafficGenerator(
                 args.seed if args.seed is not None else int(time.time()),
@@ -422,7 +375,7 @@ async def run_demo(args: argparse.Namespace, out: Any = None) -> int:
             if args.no_monitoring:
                 monitoring.note = "monitoring: off (--no-monitoring)"
             else:
-                target = worker.url.removeprefix("http://")
+                target = worker.target
                 monitoring_task = asyncio.create_task(_monitoring_flow(monitoring, target, publisher, stop))
             say("demo: Ctrl-C stops everything")
             code = await _refresh_loop(session, worker, publisher, monitoring, stop, args, started, tty, say)
@@ -452,11 +405,12 @@ async def _refresh_loop(
     """Redraw the table every REFRESH_S until `stop`; 1 if the worker died."""
     last_sent, last_t = publisher.stats.sent, time.monotonic()
     while not stop.is_set():
-        if worker.exited() is not None:
-            say(f"demo: the worker exited (code {worker.exited()}); log tail:\n{_tail(worker.log_path)}")
+        if not worker.alive():
+            code = worker.proc.returncode if worker.proc else None
+            say(f"demo: the worker exited (code {code}); log tail:\n{_tail(worker.log_path)}")
             return 1
         try:
-            async with session.get(f"{worker.url}/api/summary") as resp:
+            async with session.get(worker.url("/api/summary")) as resp:
                 resp.raise_for_status()
                 body = render_table(await resp.json())
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
@@ -467,7 +421,7 @@ async def _refresh_loop(
         last_sent, last_t = stats.sent, now
         head = (
             f"adoptstream demo - topic {args.topic} - up {now - started:,.0f} s - published {stats.sent:,} "
-            f"({rate:,.0f}/s) - {worker.url}/metrics"
+            f"({rate:,.0f}/s) - {worker.url('/metrics')}"
         )
         screen = [head, "", body]
         screen += ["", monitoring.note]
@@ -502,7 +456,7 @@ async def _shutdown(
     await publisher.stop(timeout_s=5)
     say(f"demo: traffic stopped ({publisher.stats.sent:,} events published)")
     if worker.proc is not None:
-        say("demo: " + await worker.stop(WORKER_STOP_TIMEOUT_S, hurry))
+        say("demo: " + await stop_worker(worker, WORKER_STOP_TIMEOUT_S, hurry))
     note = await monitoring.stop()
     if note:
         say("demo: " + note)
@@ -511,13 +465,13 @@ async def _shutdown(
     elif args.no_kafka_down:
         say(
             "demo: Kafka left running (--no-kafka-down); stop it with: "
-            f"adoptstream kafka down --dir {args.kafka_dir}"
+            f"adoptstream-dev kafka down --dir {args.kafka_dir}"
         )
     else:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "adoptstream",
+            "adoptstream_dev",
             "kafka",
             "down",
             "--dir",
@@ -542,12 +496,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Start a worker, publish backfill + live synthetic traffic, and show the adoption "
         "numbers every 2 s. Ctrl-C stops everything, including the local broker from --kafka-dir.",
     )
-    p.add_argument(
-        "--broker",
-        default=os.environ.get("ADOPTSTREAM_BROKER", "kafka://127.0.0.1:9092"),
-        help="kafka://HOST:PORT (env ADOPTSTREAM_BROKER)",
-    )
-    p.add_argument("--topic", default=os.environ.get("ADOPTSTREAM_TOPIC", "adoption-events"))
+    add_flags(p, TopicSettings, only=("broker", "topic"))
     p.add_argument("--web-port", type=int, default=6066, help="worker's /metrics port (6066)")
     p.add_argument("--kafka-dir", type=Path, default=None, help="local broker to stop at the end")
     p.add_argument("--no-kafka-down", action="store_true", help="leave the local broker running")
@@ -563,11 +512,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        parse_broker(args.broker)
+        args.settings = from_flags(TopicSettings, args)
     except ConfigError as exc:
-        print(f"adoptstream demo: {exc}", file=sys.stderr)
+        print(f"adoptstream-dev demo: {exc}", file=sys.stderr)
         return 2
     if args.rate <= 0:
-        print("adoptstream demo: --rate must be > 0", file=sys.stderr)
+        print("adoptstream-dev demo: --rate must be > 0", file=sys.stderr)
         return 2
     return asyncio.run(run_demo(args))

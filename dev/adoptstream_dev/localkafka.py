@@ -1,8 +1,8 @@
 """A real single-node Apache Kafka (KRaft) on 127.0.0.1, fetched from Maven Central: no Docker.
 
-`fetch_kafka_libs()` runs mvn on deploy/kafka/pom.xml once and caches the jars; `LocalKafka` formats a
-data dir, runs the broker as a detached JVM and waits until it answers Kafka metadata requests.
-The `kafka up|down|status` subcommands drive it for `make kafka-up` / `make kafka-down`.
+`fetch_kafka_libs()` runs mvn on kafka/pom.xml (next to this module) once and caches the jars;
+`LocalKafka` formats a data dir, runs the broker as a detached JVM and waits until it answers Kafka
+metadata requests. The `kafka up|down|status` subcommands drive it for `make kafka-up` / `make kafka-down`.
 """
 
 from __future__ import annotations
@@ -31,15 +31,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from adoptstream_dev.testing import free_port, port_in_use
+
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 NODE_ID = 1
-# pom.xml and log4j2.xml live in the repo (the package is installed editable); overridable for odd layouts
-REPO_DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
-DEPLOY_DIR = Path(os.environ.get("ADOPTSTREAM_KAFKA_DEPLOY") or REPO_DEPLOY_DIR)
-POM = DEPLOY_DIR / "pom.xml"
-LOG4J2_CONFIG = DEPLOY_DIR / "log4j2.xml"
+# the pom that pins Kafka's version and the broker's log4j2 configuration ship with this package
+KAFKA_FILES = Path(__file__).resolve().parent / "kafka"
+POM = KAFKA_FILES / "pom.xml"
+LOG4J2_CONFIG = KAFKA_FILES / "log4j2.xml"
 MARKER = ".fetched"
 CDS_ARCHIVE = ".broker.jsa"  # AppCDS archive next to the jars: roughly halves JVM start time
 DEFAULT_HEAP_OPTS = "-Xms256m -Xmx768m"
@@ -152,24 +153,6 @@ def fetch_kafka_libs(cache_dir: Path | None = None, *, progress: Callable[[str],
 
 
 # ---------------------------------------------------------------- small helpers
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def port_in_use(port: int) -> bool:
-    """True when something already listens on 127.0.0.1:port (or on a wildcard address)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are not "in use"
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return True
-    return False
 
 
 def random_cluster_id() -> str:
@@ -412,7 +395,7 @@ class LocalKafka:
         if running and int(running) != self.port:
             raise LocalKafkaError(
                 f"a broker from {self.data_dir} is already running on {HOST}:{running}, not :{self.port}; "
-                f"stop it first (adoptstream kafka down --dir {self.data_dir})"
+                f"stop it first (adoptstream-dev kafka down --dir {self.data_dir})"
             )
 
     def _check_ports_free(self) -> None:
@@ -444,7 +427,7 @@ class LocalKafka:
         """Write server.properties and the state file; format the storage the first time."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         lines = [f"{k}={v}" for k, v in self._config().items()]
-        self.properties_path.write_text("# written by adoptstream.localkafka\n" + "\n".join(lines) + "\n")
+        self.properties_path.write_text("# written by adoptstream_dev.localkafka\n" + "\n".join(lines) + "\n")
         state = {"port": self.port, "controller_port": self.controller_port, "libs": str(libs)}
         _write_state(self.data_dir, state)
         if not (self.log_dirs / "meta.properties").exists():
@@ -590,7 +573,7 @@ def _free_port_other_than(port: int) -> int:
     return candidate
 
 
-# ---------------------------------------------------------------- CLI: adoptstream kafka up|down|status
+# ---------------------------------------------------------------- CLI: adoptstream-dev kafka up|down|status
 
 
 def _default_port() -> int:
@@ -624,7 +607,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     took = f", ready in {time.monotonic() - t0:.1f} s" if started else ""
     print(f"Kafka ready at {broker.bootstrap} (pid {broker.pid()}{took})")
     print(f"  log:  {broker.log_path}")
-    print(f"  stop: adoptstream kafka down --dir {args.dir}")
+    print(f"  stop: adoptstream-dev kafka down --dir {args.dir}")
     return 0
 
 
@@ -661,7 +644,7 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
         try:
             return func(args)
         except LocalKafkaError as exc:
-            print(f"adoptstream kafka: error: {exc}", file=sys.stderr)
+            print(f"adoptstream-dev kafka: error: {exc}", file=sys.stderr)
             return 1
 
     return run

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,9 +34,11 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-STATIC_RULES = REPO_ROOT / "deploy" / "prometheus" / "rules" / "adoptstream.rules.yml"
-TEMPLATES_DIR = REPO_ROOT / "deploy" / "alertmanager" / "templates"
+from adoptstream_dev.paths import DEPLOY
+from adoptstream_dev.testing import free_port
+
+STATIC_RULES = DEPLOY / "prometheus" / "rules" / "adoptstream.rules.yml"
+TEMPLATES_DIR = DEPLOY / "alertmanager" / "templates"
 
 Alert = dict[str, Any]
 ConfigSource = str | os.PathLike[str] | Callable[[str], str] | None
@@ -45,13 +46,6 @@ ConfigSource = str | os.PathLike[str] | Callable[[str], str] | None
 
 class MonitoringStackError(RuntimeError):
     """Prometheus or Alertmanager did not start (the message holds its log's tail)."""
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def binaries_missing() -> list[str]:

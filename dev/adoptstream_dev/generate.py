@@ -1,6 +1,6 @@
-"""`adoptstream generate`: realistic synthetic usage events (CONTRACT section 1).
+"""`adoptstream-dev generate`: realistic synthetic usage events (CONTRACT section 1).
 
-`TrafficGenerator` is pure and importable (tests, the benchmark and `adoptstream demo` reuse it). Each
+`TrafficGenerator` is pure and importable (tests, the benchmark and `adoptstream-dev demo` reuse it). Each
 user has a story: a signup, exposures to features (carrying the user's rollout wave or department as
 cohort), a first use after a log-normal delay (minutes to days) for a per-feature fraction of them, then
 repeated uses until they drift away. Feature popularity is Zipf-skewed, traffic follows a working-hours
@@ -19,7 +19,6 @@ import bisect
 import contextlib
 import heapq
 import math
-import os
 import random
 import sys
 import time
@@ -30,6 +29,7 @@ from datetime import datetime, timedelta, timezone
 import orjson
 
 from adoptstream.core.events import NS_PER_MS
+from adoptstream.runtime.config import ConfigError, TopicSettings, add_flags, from_flags
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
@@ -509,16 +509,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--duplicate-ratio", type=_ratio, default=0.01, help="retried duplicates (0.01)")
     p.add_argument("--invalid-ratio", type=_ratio, default=0.0, help="contract-breaking lines (0)")
     p.add_argument("--out-of-order-ratio", type=_ratio, default=0.03, help="late uses (0.03)")
-    p.add_argument(
-        "--broker",
-        default=os.environ.get("ADOPTSTREAM_BROKER", "kafka://127.0.0.1:9092"),
-        help="with --rate: kafka://HOST:PORT (env ADOPTSTREAM_BROKER)",
-    )
-    p.add_argument(
-        "--topic",
-        default=os.environ.get("ADOPTSTREAM_TOPIC", "adoption-events"),
-        help="with --rate: topic (env ADOPTSTREAM_TOPIC)",
-    )
+    add_flags(p, TopicSettings)  # with --rate: where to
     p.add_argument("--backfill", type=int, default=0, help="with --rate: first publish N historical events")
     p.add_argument("--duration", type=float, default=None, help="with --rate: stop after S seconds")
     p.set_defaults(func=run)
@@ -537,24 +528,24 @@ def run(args: argparse.Namespace) -> int:
             out_of_order_ratio=args.out_of_order_ratio,
         )
     except ValueError as exc:
-        print(f"adoptstream generate: {exc}", file=sys.stderr)
+        print(f"adoptstream-dev generate: {exc}", file=sys.stderr)
         return 2
     if args.count is not None:
         if args.count < 0:
-            print("adoptstream generate: --count must be >= 0", file=sys.stderr)
+            print("adoptstream-dev generate: --count must be >= 0", file=sys.stderr)
             return 2
         return _write(gen, args.count, args.output)
     if args.rate <= 0:
-        print("adoptstream generate: --rate must be > 0", file=sys.stderr)
+        print("adoptstream-dev generate: --rate must be > 0", file=sys.stderr)
         return 2
-    from adoptstream.runtime.config import ConfigError, parse_broker
-
     try:
-        bootstrap = parse_broker(args.broker)
+        settings = from_flags(TopicSettings, args)
     except ConfigError as exc:
-        print(f"adoptstream generate: {exc}", file=sys.stderr)
+        print(f"adoptstream-dev generate: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_live_cli(gen, bootstrap, args.topic, args.rate, args.backfill, args.duration))
+    return asyncio.run(
+        _live_cli(gen, settings.bootstrap_servers, settings.topic, args.rate, args.backfill, args.duration)
+    )
 
 
 def _write(gen: TrafficGenerator, count: int, output: str | None) -> int:
@@ -615,7 +606,7 @@ async def _live_cli(
     try:
         await publisher.start()
     except PublishError as exc:
-        print(f"adoptstream generate: {exc}", file=sys.stderr)
+        print(f"adoptstream-dev generate: {exc}", file=sys.stderr)
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

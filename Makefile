@@ -52,6 +52,7 @@ test-integration: install
 
 lint: install
 	$(BIN)/ruff check src dev tests bench grafana
+	$(BIN)/lint-imports
 
 check-deploy: install system-deps
 	promtool check config deploy/prometheus/prometheus.yml

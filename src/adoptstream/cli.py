@@ -10,7 +10,7 @@ from collections.abc import Sequence
 # subcommand -> module with `add_parser(subparsers)`; the parser sets `func(args) -> int`.
 # Development tooling (local broker, demo, generator) is the separate `adoptstream-dev` command.
 SUBCOMMANDS: dict[str, str] = {
-    "worker": "adoptstream.runtime.cli",
+    "worker": "adoptstream.app",
     "publish": "adoptstream.publish",
     "rules": "adoptstream.rollout.cli",
 }

@@ -115,6 +115,9 @@ class _Fixed:
     def merged_totals(self) -> AdoptionTotals:
         return self._totals
 
+    def partition_totals(self) -> list[AdoptionTotals]:
+        return [self._totals]
+
 
 def expected_samples(msgs: list[Message], publish_now_ns: int, scrape_now_ns: int) -> Samples:
     """What every worker's contract series must add up to: the pure core, applied in order."""

@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
+from adoptstream import app as cli
 from adoptstream import publish
-from adoptstream.runtime import cli
 from adoptstream.runtime.config import ConfigError, TopicSettings, WorkerConfig
 
 

@@ -460,6 +460,9 @@ class _Source:
     def merged_totals(self) -> AdoptionTotals:
         return self._totals
 
+    def partition_totals(self) -> list[AdoptionTotals]:
+        return [self._totals]
+
 
 def scrape(totals: AdoptionTotals, scrape_ns: int) -> dict[model.SampleKey, float]:
     """Every sample AdoptionCollector exports for `totals` at T (no label caps in reach)."""

@@ -1,70 +1,39 @@
-"""Prometheus collectors built at scrape time from the worker's live state (no stale label sets)."""
+"""The contract's families (CONTRACT section 2), built at scrape time from the live totals.
+
+No stale label sets: every scrape builds its families from the current totals. One collector per family
+(or pair of families), each describing what it yields, so the registry's `name[]` filter builds only
+the families asked for.
+"""
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from adoptstream import __version__
 from adoptstream.core.totals import (
     ANY_FEATURE,
     SECOND_NS,
     TTFU_BUCKETS_S,
-    WINDOWS_DAYS,
     AdoptionTotals,
     Histogram,
     seen_features,
 )
 
-if TYPE_CHECKING:
-    from adoptstream.runtime.worker import Worker
-
 OVERFLOW = "__overflow__"
 OUTCOMES = ("accepted", "duplicate", "invalid", "future")
-FAMILIES = (  # what AdoptionCollector exports; the outcome counter first
-    "adoptstream_events",
-    "adoptstream_active_users",
-    "adoptstream_exposed_users",
-    "adoptstream_adopted_users",
-    "adoptstream_time_to_first_use_seconds",
-    "adoptstream_feature_uses",
-    "adoptstream_label_overflow_values",
-)
-# sums over partitions: a filtered scrape builds them without merging the partitions' totals
-_SUMMABLE = frozenset(("adoptstream_events", "adoptstream_active_users", "adoptstream_feature_uses"))
 
 
 class TotalsSource(Protocol):
-    """What the collector reads: the merged totals (and, optionally, `partition_totals()`: the parts
-    they are the sum of, which lets a filtered scrape skip the merge)."""
+    """What the adoption collectors read: the totals of every partition a worker owns, and their sum."""
+
+    def partition_totals(self) -> list[AdoptionTotals]: ...
 
     def merged_totals(self) -> AdoptionTotals: ...
-
-
-_SUFFIXES = ("", "_total", "_created", "_bucket", "_sum", "_count")
-
-
-def restricted(metrics: Iterable[Metric], names: Collection[str] | None) -> Iterator[Metric]:
-    """Only the samples named in `names` (Prometheus' `name[]` filter); None: everything."""
-    for metric in metrics:
-        if names is None:
-            yield metric
-            continue
-        samples = [s for s in metric.samples if s.name in names]
-        if samples:
-            only = Metric(metric.name, metric.documentation, metric.type, metric.unit)
-            only.samples = samples
-            yield only
-
-
-def wants(family: str, names: Collection[str] | None) -> bool:
-    """Does a `name[]` filter (None: no filter) ask for any sample of this family?"""
-    return names is None or any(family + suffix in names for suffix in _SUFFIXES)
 
 
 class LabelCap:
@@ -88,217 +57,223 @@ class LabelCap:
         return OVERFLOW
 
 
-class AdoptionCollector(Collector):
-    """The contract metrics (CONTRACT section 2) from the totals of the partitions this worker owns."""
+class _Family(Collector):
+    """One contract family, built at scrape time; `describe()` names it so the registry can filter."""
 
-    def __init__(
-        self, source: TotalsSource, max_features: int, max_cohorts: int, clock_ns: callable = time.time_ns
-    ) -> None:
-        self._source = source
-        self.features = LabelCap(max_features, always=[ANY_FEATURE])
-        self.cohorts = LabelCap(max_cohorts)
-        self._clock_ns = clock_ns
+    name: str
+    kind: type[Metric]
+    documentation: str
+    labels: tuple[str, ...]
+
+    def __init__(self, source: TotalsSource, caps: Caps, clock_ns: Callable[[], int]) -> None:
+        self._source, self._caps, self._clock_ns = source, caps, clock_ns
 
     def describe(self) -> list[Metric]:
-        return []  # families are dynamic; registering must not trigger a collect
+        return [self.family()]
+
+    def family(self) -> Metric:
+        """An empty family of this collector's name, type and labels."""
+        return self.kind(self.name, self.documentation, labels=list(self.labels))
+
+
+class Caps:
+    """The feature and cohort label caps every family shares, admitted in one stable order.
+
+    `admit()` admits the features and cohorts of the merged totals (sorted) before any family folds
+    a value, so which values fold depends on the state, not on which family was scraped first.
+    """
+
+    def __init__(self, max_features: int, max_cohorts: int) -> None:
+        self.features = LabelCap(max_features, always=[ANY_FEATURE])
+        self.cohorts = LabelCap(max_cohorts)
+
+    def admit_features(self, features: Iterable[str]) -> None:
+        for name in features:
+            self.features(name)
+
+    def admit_cohorts(self, totals: AdoptionTotals) -> None:
+        for (_, cohort), n in sorted(totals.exposed.items()):
+            if n > 0:
+                self.cohorts(cohort)
+
+
+class EventsCollector(_Family):
+    """`adoptstream_events_total{outcome}`: summed over the partitions' own totals (no merge)."""
+
+    name, kind, labels = "adoptstream_events", CounterMetricFamily, ("outcome",)
+    documentation = "Messages by outcome."
 
     def collect(self) -> Iterator[Metric]:
-        return self.collect_named(None)
-
-    def collect_named(self, names: Collection[str] | None) -> Iterator[Metric]:
-        """The families named in a `name[]` filter (None: all).
-
-        Asking only for the summable families (outcomes, active users, feature uses: what the
-        benchmarks poll) skips merging the partitions' aggregates: each is summed over the
-        partitions' own totals.
-        """
-        if names is not None and not any(wants(f, names) for f in FAMILIES if f not in _SUMMABLE):
-            partition_totals = getattr(self._source, "partition_totals", None)
-            parts = partition_totals() if partition_totals else [self._source.merged_totals()]
-            features = seen_features(parts)
-            for name in features:  # admitted in the same order as a full scrape does
-                self.features(name)
-            if wants("adoptstream_events", names):
-                outcomes: dict[str, int] = defaultdict(int)
-                for totals in parts:
-                    for outcome, n in totals.outcomes.items():
-                        outcomes[outcome] += n
-                yield from restricted([self._events(outcomes)], names)
-            if wants("adoptstream_active_users", names):
-                yield from restricted([self._active(features, parts)], names)
-            if wants("adoptstream_feature_uses", names):
-                yield from restricted([self._uses(features, parts)], names)
-            return
-        yield from restricted(self._collect_all(), names)
-
-    @staticmethod
-    def _events(outcomes: dict[str, int]) -> Metric:
-        events = CounterMetricFamily("adoptstream_events", "Messages by outcome.", labels=["outcome"])
+        outcomes: dict[str, int] = defaultdict(int)
+        for totals in self._source.partition_totals():
+            for outcome, n in totals.outcomes.items():
+                outcomes[outcome] += n
+        family = self.family()
         for outcome in OUTCOMES:
-            events.add_metric([outcome], outcomes.get(outcome, 0))
-        return events
+            family.add_metric([outcome], outcomes.get(outcome, 0))
+        yield family
 
-    def _active(self, features: list[str], parts: list[AdoptionTotals], now_ns: int | None = None) -> Metric:
-        """Active users per (capped) feature and window, summed over `parts`."""
-        now_ns = self._clock_ns() if now_ns is None else now_ns
+
+class ActiveUsersCollector(_Family):
+    """`adoptstream_active_users{feature,window}`: summed over the partitions' own totals (no merge)."""
+
+    name, kind, labels = "adoptstream_active_users", GaugeMetricFamily, ("feature", "window")
+    documentation = (
+        "Distinct users with an accepted use of the feature in the window (hours ending now, UTC)."
+    )
+
+    def collect(self) -> Iterator[Metric]:
+        parts = self._source.partition_totals()
+        features = seen_features(parts)
+        self._caps.admit_features(features)
+        now_ns = self._clock_ns()
         active: dict[tuple[str, str], int] = defaultdict(int)
         for name in features:
-            capped = self.features(name)
+            capped = self._caps.features(name)
             for totals in parts:
                 for window, n in totals.active_users(name, now_ns).items():
                     active[(capped, window)] += n
-        g = GaugeMetricFamily(
-            "adoptstream_active_users",
-            "Distinct users with an accepted use of the feature in the window (hours ending now, UTC).",
-            labels=["feature", "window"],
-        )
+        family = self.family()
         for (name, window), n in sorted(active.items()):
-            g.add_metric([name, window], n)
-        return g
+            family.add_metric([name, window], n)
+        yield family
 
-    def _uses(self, features: list[str], parts: list[AdoptionTotals]) -> Metric:
-        """Accepted uses per (capped) feature, '*' for all, summed over `parts`."""
+
+class FeatureUsesCollector(_Family):
+    """`adoptstream_feature_uses_total{feature}`: summed over the partitions' own totals (no merge)."""
+
+    name, kind, labels = "adoptstream_feature_uses", CounterMetricFamily, ("feature",)
+    documentation = "Accepted use events of the feature."
+
+    def collect(self) -> Iterator[Metric]:
+        parts = self._source.partition_totals()
+        features = seen_features(parts)
+        self._caps.admit_features(features)
         uses: dict[str, int] = defaultdict(int)
         for totals in parts:
             for name in features:
                 if name != ANY_FEATURE:
-                    uses[self.features(name)] += totals.uses.get(name, 0)
+                    uses[self._caps.features(name)] += totals.uses.get(name, 0)
             uses[ANY_FEATURE] += sum(totals.uses.values())
-        u = CounterMetricFamily(
-            "adoptstream_feature_uses", "Accepted use events of the feature.", labels=["feature"]
-        )
+        family = self.family()
         for name in sorted(uses):
-            u.add_metric([name], uses[name])
-        return u
+            family.add_metric([name], uses[name])
+        yield family
 
-    def _collect_all(self) -> Iterator[Metric]:
+
+class ExposureCollector(Collector):
+    """`adoptstream_exposed_users` and `adoptstream_adopted_users{feature,cohort}` (merged totals)."""
+
+    def __init__(self, source: TotalsSource, caps: Caps, clock_ns: Callable[[], int]) -> None:
+        self._source, self._caps = source, caps
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "adoptstream_exposed_users",
+                "Distinct users exposed to the feature (*: signed up), by cohort.",
+                labels=["feature", "cohort"],
+            ),
+            GaugeMetricFamily(
+                "adoptstream_adopted_users",
+                "Exposed users with at least one accepted use of the feature.",
+                labels=["feature", "cohort"],
+            ),
+        )
+
+    def describe(self) -> list[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterator[Metric]:
         totals = self._source.merged_totals()
-        now_ns = self._clock_ns()
-        feat, cohort = self.features, self.cohorts
-        # admit in a stable order so that the cap is deterministic for a given state
-        features = totals.features()
-        for name in features:
-            feat(name)
-        for (_, c), n in sorted(totals.exposed.items()):
-            if n > 0:
-                cohort(c)
-
-        yield self._events(totals.outcomes)
-
-        yield self._active(features, [totals], now_ns)
-
+        caps = self._caps
+        caps.admit_features(totals.features())
+        caps.admit_cohorts(totals)
         exposed: dict[tuple[str, str], int] = defaultdict(int)
         adopted: dict[tuple[str, str], int] = defaultdict(int)
-        for (name, c), n in totals.exposed.items():
+        for (name, cohort), n in totals.exposed.items():
             if n > 0:
-                key = (feat(name), cohort(c))
+                key = (caps.features(name), caps.cohorts(cohort))
                 exposed[key] += n
-                adopted[key] += totals.adopted.get((name, c), 0)
-        ge = GaugeMetricFamily(
-            "adoptstream_exposed_users",
-            "Distinct users exposed to the feature (*: signed up), by cohort.",
-            labels=["feature", "cohort"],
-        )
-        ga = GaugeMetricFamily(
-            "adoptstream_adopted_users",
-            "Exposed users with at least one accepted use of the feature.",
-            labels=["feature", "cohort"],
-        )
+                adopted[key] += totals.adopted.get((name, cohort), 0)
+        ge, ga = self._families()
         for key in sorted(exposed):
             ge.add_metric(list(key), exposed[key])
             ga.add_metric(list(key), adopted[key])
         yield ge
         yield ga
 
+
+class TimeToFirstUseCollector(_Family):
+    """`adoptstream_time_to_first_use_seconds{feature}` (merged totals)."""
+
+    name, kind, labels = "adoptstream_time_to_first_use_seconds", HistogramMetricFamily, ("feature",)
+    documentation = "Per adopted user: earliest use minus earliest exposure (*: minus signup), at least 0."
+
+    def collect(self) -> Iterator[Metric]:
+        totals = self._source.merged_totals()
+        features = totals.features()
+        self._caps.admit_features(features)
         hists: dict[str, Histogram] = defaultdict(Histogram)
         for name in features:
-            hists[feat(name)].merge(totals.ttfu.get(name) or Histogram())
-        h = HistogramMetricFamily(
-            "adoptstream_time_to_first_use_seconds",
-            "Per adopted user: earliest use minus earliest exposure (*: minus signup), at least 0.",
-            labels=["feature"],
-        )
+            hists[self._caps.features(name)].merge(totals.ttfu.get(name) or Histogram())
+        family = self.family()
         for name in sorted(hists):
             hist = hists[name]
             cumulative, buckets = 0, []
             for bound, count in zip((*TTFU_BUCKETS_S, "+Inf"), hist.counts, strict=True):
                 cumulative += count
                 buckets.append((str(bound) if bound == "+Inf" else f"{float(bound)}", cumulative))
-            h.add_metric([name], buckets, hist.sum_ns / SECOND_NS)
-        yield h
-
-        yield self._uses(features, [totals])
-
-        folded = GaugeMetricFamily(
-            "adoptstream_label_overflow_values",
-            f"Distinct label values folded into {OVERFLOW} because of the configured cap.",
-            labels=["label"],
-        )
-        folded.add_metric(["feature"], len(feat.folded))
-        folded.add_metric(["cohort"], len(cohort.folded))
-        yield folded
+            family.add_metric([name], buckets, hist.sum_ns / SECOND_NS)
+        yield family
 
 
-class OperationsCollector(Collector):
-    """Lag, freshness, assignment and build info of one worker."""
+class LabelOverflowCollector(_Family):
+    """`adoptstream_label_overflow_values{label}`: values folded into OVERFLOW so far."""
 
-    def __init__(self, worker: Worker) -> None:
-        self._worker = worker
-
-    def describe(self) -> list[Metric]:
-        return []
+    name, kind, labels = "adoptstream_label_overflow_values", GaugeMetricFamily, ("label",)
+    documentation = f"Distinct label values folded into {OVERFLOW} because of the configured cap."
 
     def collect(self) -> Iterator[Metric]:
-        return self.collect_named(None)
+        family = self.family()
+        family.add_metric(["feature"], len(self._caps.features.folded))
+        family.add_metric(["cohort"], len(self._caps.cohorts.folded))
+        yield family
 
-    def collect_named(self, names: Collection[str] | None) -> Iterator[Metric]:
-        return restricted(self._collect_all(), names)
 
-    def _collect_all(self) -> Iterator[Metric]:
-        w = self._worker
-        stats = w.stats
-        lag = GaugeMetricFamily(
-            "adoptstream_consumer_lag_records",
-            "Records not yet processed, per assigned partition.",
-            labels=["topic", "partition"],
-        )
-        assigned: dict[str, int] = defaultdict(int)
-        for (topic, partition), (pos, high) in sorted(stats.positions.items()):
-            lag.add_metric([topic, str(partition)], max(0, high - pos))
-            assigned[topic] += 1
-        yield lag
-        ap = GaugeMetricFamily(
-            "adoptstream_assigned_partitions", "Partitions assigned to this worker.", labels=["topic"]
-        )
-        for topic in (w.config.topic, w.config.repartition_topic):
-            ap.add_metric([topic], assigned.get(topic, 0))
-        yield ap
-        if stats.last_event_ts_ns is not None:
-            yield GaugeMetricFamily(
-                "adoptstream_last_event_timestamp_seconds",
-                "Latest event time (ts) among accepted events.",
-                value=stats.last_event_ts_ns / SECOND_NS,
+class AdoptionCollector(Collector):
+    """The contract metrics (CONTRACT section 2) from the totals of the partitions a worker owns.
+
+    Register `parts` one by one (the worker does): each describes its families, so a `name[]` scrape
+    builds only what it asks for, and asking only for outcomes, active users or uses skips merging the
+    partitions' totals. Registered whole, it yields every family (tests scrape it that way).
+    """
+
+    def __init__(
+        self,
+        source: TotalsSource,
+        max_features: int,
+        max_cohorts: int,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.caps = Caps(max_features, max_cohorts)
+        self.features, self.cohorts = self.caps.features, self.caps.cohorts
+        self.parts: list[Collector] = [
+            cls(source, self.caps, clock_ns)
+            for cls in (
+                EventsCollector,
+                ActiveUsersCollector,
+                ExposureCollector,
+                TimeToFirstUseCollector,
+                FeatureUsesCollector,
+                LabelOverflowCollector,
             )
-        if stats.last_processed_s is not None:
-            yield GaugeMetricFamily(
-                "adoptstream_last_processed_timestamp_seconds",
-                "Wall clock when the last batch was applied.",
-                value=stats.last_processed_s,
-            )
-        yield GaugeMetricFamily(
-            "adoptstream_state_restore_duration_seconds",
-            "Duration of the latest state restore.",
-            value=stats.restore_duration_s,
-        )
-        yield GaugeMetricFamily(
-            "adoptstream_ready",
-            "1 when the worker serves exact numbers.",
-            value=1.0 if w.ready and not (w.processor and w.processor.restoring) else 0.0,
-        )
-        info = GaugeMetricFamily("adoptstream_build_info", "Version of this worker.", labels=["version"])
-        info.add_metric([__version__], 1)
-        yield info
-        yield GaugeMetricFamily("adoptstream_start_time_seconds", "Worker start time.", value=w.started_at)
+        ]
 
+    def describe(self) -> list[Metric]:
+        return [family for part in self.parts for family in part.describe()]
 
-_ = WINDOWS_DAYS  # windows are part of the exported label set
+    def collect(self) -> Iterator[Metric]:
+        for part in self.parts:
+            yield from part.collect()

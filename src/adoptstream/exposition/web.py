@@ -1,37 +1,37 @@
-"""HTTP endpoints of a worker: /metrics, /healthz, /ready, /api/summary. Binds 127.0.0.1 by default."""
+"""HTTP endpoints of a worker: /metrics, /healthz, /ready, /api/summary. Binds 127.0.0.1 by default.
+
+/metrics is prometheus_client's own aiohttp handler over the worker's registry: `name[]` filtering
+(the registry asks each collector's `describe()` which families it yields), OpenMetrics and gzip
+negotiation, exactly as the library's exporters do.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.metrics_core import Metric
+from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.registry import CollectorRegistry
 
 from adoptstream.core.totals import ANY_FEATURE
-from adoptstream.exposition.collector import restricted
-
-if TYPE_CHECKING:
-    from adoptstream.runtime.worker import Worker
+from adoptstream.exposition.collector import TotalsSource
+from adoptstream.exposition.operations import WorkerStatus
 
 
-def summary(worker: Worker, now_ns: int | None = None) -> dict[str, Any]:
-    """Per-feature adoption numbers of this worker's users (for `adoptstream demo` and humans)."""
-    assert worker.processor is not None
-    totals = worker.processor.merged_totals()
+def summary(source: TotalsSource, now_ns: int | None = None) -> dict[str, Any]:
+    """Per-feature adoption numbers of this worker's users (for `adoptstream-dev demo` and humans)."""
+    totals = source.merged_totals()
     now_ns = now_ns or time.time_ns()
     exposed: dict[str, int] = {}
     adopted: dict[str, int] = {}
-    for (feature, _), n in totals.exposed.items():
+    for (feature, cohort), n in totals.exposed.items():
         exposed[feature] = exposed.get(feature, 0) + n
-        adopted[feature] = adopted.get(feature, 0) + totals.adopted.get((feature, _), 0)
+        adopted[feature] = adopted.get(feature, 0) + totals.adopted.get((feature, cohort), 0)
     features = {}
     for name in totals.features():
-        active = totals.active_users(name, now_ns)
         features[name] = {
-            "active": active,
+            "active": totals.active_users(name, now_ns),
             "exposed": exposed.get(name, 0),
             "adopted": adopted.get(name, 0),
             "uses": sum(totals.uses.values()) if name == ANY_FEATURE else totals.uses.get(name, 0),
@@ -39,30 +39,20 @@ def summary(worker: Worker, now_ns: int | None = None) -> dict[str, Any]:
     return {"events": dict(totals.outcomes), "features": features}
 
 
-class _Named:
-    """The samples of a `/metrics?name[]=...` query, building only the families asked for."""
-
-    def __init__(self, worker: Worker, names: set[str]) -> None:
-        self._worker, self._names = worker, names
-
-    def collect(self) -> Iterator[Metric]:
-        yield from restricted(self._worker.stats.registry.collect(), self._names)
-        for collector in self._worker.collectors:
-            yield from collector.collect_named(self._names)
-
-
 class WebServer:
     """aiohttp server bound to one host/port (port 0 picks a free one)."""
 
-    def __init__(self, worker: Worker, host: str, port: int) -> None:
-        self._worker = worker
+    def __init__(
+        self, registry: CollectorRegistry, status: WorkerStatus, totals: TotalsSource, host: str, port: int
+    ) -> None:
+        self._registry, self._status, self._totals = registry, status, totals
         self._host = host
         self.port = port
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/metrics", make_aiohttp_handler(self._registry))
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/ready", self._ready)
         app.router.add_get("/api/summary", self._summary)
@@ -79,21 +69,15 @@ class WebServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    async def _metrics(self, request: web.Request) -> web.Response:
-        names = request.query.getall("name[]", [])
-        body = generate_latest(_Named(self._worker, set(names)) if names else self._worker.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
     async def _healthz(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def _ready(self, _: web.Request) -> web.Response:
-        w = self._worker
-        ready = w.ready and not (w.processor and w.processor.restoring)
+        ready = self._status.ready
         return web.json_response({"ready": ready}, status=200 if ready else 503)
 
     async def _summary(self, _: web.Request) -> web.Response:
-        return web.json_response(summary(self._worker))
+        return web.json_response(summary(self._totals))
 
     async def _index(self, _: web.Request) -> web.Response:
         return web.Response(

@@ -1,4 +1,4 @@
-"""Operational metrics of one worker (lag, throughput, rebalances, dead letters), on its own registry."""
+"""Operational metrics of one worker (throughput, rebalances, dead letters), in the registry given."""
 
 from __future__ import annotations
 

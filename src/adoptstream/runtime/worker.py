@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import signal
 import time
 from collections.abc import Awaitable, Callable
 
@@ -14,8 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from prometheus_client import CollectorRegistry
 
-from adoptstream import __version__
-from adoptstream.exposition.collector import AdoptionCollector, OperationsCollector
+from adoptstream.core.totals import AdoptionTotals
 from adoptstream.runtime import records
 from adoptstream.runtime.config import WorkerConfig
 from adoptstream.runtime.ingest import Ingest
@@ -55,14 +53,16 @@ async def _nothing(_: list[int]) -> None:
 
 
 class Worker:
-    """Wires the stages together and runs them until `stop()`."""
+    """Runs the two stages (ingest, state) on Kafka until `stop()`.
 
-    def __init__(self, config: WorkerConfig) -> None:
+    What it exposes is read through narrow views: the partitions' totals (`partition_totals`,
+    `merged_totals`), its readiness and progress (`ready`, `progress`, ...). `adoptstream.app` wires
+    it to the exposition.
+    """
+
+    def __init__(self, config: WorkerConfig, registry: CollectorRegistry | None = None) -> None:
         self.config = config
-        self.stats = WorkerStats(CollectorRegistry())
-        self.registry = CollectorRegistry()  # everything /metrics serves
-        self.registry.register(self.stats.registry)
-        self.collectors: list[AdoptionCollector | OperationsCollector] = []
+        self.stats = WorkerStats(CollectorRegistry() if registry is None else registry)
         self.started_at = time.time()
         self._stopping = asyncio.Event()
         self._ingest_lock = asyncio.Lock()
@@ -71,8 +71,26 @@ class Worker:
         self.ingest_consumer: AIOKafkaConsumer | None = None
         self.state_consumer: AIOKafkaConsumer | None = None
         self.processor: StateProcessor | None = None
-        self._web = None
-        self.ready = False
+        self._started = False
+
+    @property
+    def ready(self) -> bool:
+        """Serving exact numbers: started, and no assigned partition is being restored."""
+        return self._started and not (self.processor is not None and self.processor.restoring)
+
+    @property
+    def progress(self) -> WorkerStats:
+        return self.stats
+
+    @property
+    def consumed_topics(self) -> tuple[str, ...]:
+        return (self.config.topic, self.config.repartition_topic)
+
+    def partition_totals(self) -> list[AdoptionTotals]:
+        return self.processor.partition_totals() if self.processor is not None else []
+
+    def merged_totals(self) -> AdoptionTotals:
+        return self.processor.merged_totals() if self.processor is not None else AdoptionTotals()
 
     def _consumer(self, group: str) -> AIOKafkaConsumer:
         c = self.config
@@ -97,9 +115,7 @@ class Worker:
         )
 
     async def start(self) -> None:
-        """Create topics, start Kafka clients and the web endpoint."""
-        from adoptstream.exposition.web import WebServer
-
+        """Create topics and start the Kafka clients."""
         c = self.config
         by_user = await ensure_topics(c)
         self._producer = AIOKafkaProducer(
@@ -119,14 +135,6 @@ class Worker:
         self._ingest_sender = BatchSender(self._producer)
         self.processor = StateProcessor(c, self._state_sender, self.stats)
         self._ingest = Ingest(c, self._ingest_sender, self.stats, by_user, dlq_partitions)
-        self.collectors = [
-            AdoptionCollector(self.processor, c.max_features, c.max_cohorts),
-            OperationsCollector(self),
-        ]
-        for collector in self.collectors:
-            self.registry.register(collector)
-        self._web = WebServer(self, c.web_host, c.web_port)
-        await self._web.start()
 
         processor = self.processor
         self.ingest_consumer = self._consumer(c.ingest_group)
@@ -143,23 +151,17 @@ class Worker:
         )
         await self.ingest_consumer.start()
         await self.state_consumer.start()
-        self.ready = True
+        self._started = True
         log.info(
-            "worker %s up: topic %s (%d by-user partitions), %s, metrics at http://%s:%d/metrics",
+            "worker %s up: topic %s (%d by-user partitions), %s",
             c.worker_name,
             c.topic,
             by_user,
             f"static group member {c.instance_id!r}" if c.instance_id else "dynamic group membership",
-            c.web_host,
-            self._web.port,
         )
 
     def _counter(self, group: str) -> Callable[[], None]:
         return lambda: self.stats.rebalances.labels(group).inc()
-
-    @property
-    def web_port(self) -> int:
-        return self._web.port if self._web else self.config.web_port
 
     async def run(self) -> None:
         """Process until `stop()` is called (or SIGINT/SIGTERM when installed).
@@ -297,7 +299,7 @@ class Worker:
         The consumers leave their groups (their partitions move at once), except as static members
         (`instance_id`): then the partitions wait up to the session timeout for the same id to return.
         """
-        self.ready = False
+        self._started = False
         for consumer in (self.ingest_consumer, self.state_consumer):
             if consumer is not None:
                 try:
@@ -308,11 +310,6 @@ class Worker:
             await self._producer.stop()
         if self.processor is not None:
             self.processor.close()
-        if self._web is not None:
-            await self._web.stop()
-
-    def version(self) -> str:
-        return __version__
 
 
 STOP_GRACE_S = 10.0  # how long a stopping worker lets its stages finish their batches, then cancels
@@ -338,17 +335,3 @@ def collect_between_batches() -> None:
     young, middle, _ = gc.get_count()
     if young >= YOUNG_COLLECTION_OBJECTS:
         gc.collect(1 if middle >= 50 else 0)
-
-
-async def run_worker(config: WorkerConfig) -> None:
-    """Run a worker until SIGINT/SIGTERM."""
-    tune_gc()
-    worker = Worker(config)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, worker.stop)
-    try:
-        await worker.start()
-        await worker.run()
-    finally:
-        await worker.close()

@@ -8,8 +8,12 @@ KAFKA_DIR ?= .run/kafka
 WEB_PORT ?= 6066
 TOPIC ?= adoption-events
 PYTEST_ARGS ?=
+GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
+KUSTOMIZE_VERSION := v5.8.1
+KUSTOMIZE_BIN := .run/bin/kustomize-$(KUSTOMIZE_VERSION)
 
-.PHONY: help install system-deps kafka-up kafka-down demo test test-unit test-integration lint check-deploy rules bench clean
+.PHONY: help install system-deps kustomize kafka-up kafka-down demo test test-unit test-integration lint check-deploy \
+	rules bench clean
 
 help:
 	@echo "make demo   - local broker + worker + live traffic + refreshed adoption table (Ctrl-C stops)"
@@ -29,6 +33,16 @@ $(VENV)/.installed: pyproject.toml
 system-deps:
 	@bash deploy/install-system-deps.sh
 
+# kustomize renders deploy/k8s/ in the tests: built once from its Go module into .run/bin (the module
+# and build caches keep a rebuild after `make clean` short); .run/bin/kustomize points at this version.
+kustomize: $(KUSTOMIZE_BIN)
+	@ln -sfn $(notdir $(KUSTOMIZE_BIN)) .run/bin/kustomize
+
+$(KUSTOMIZE_BIN):
+	@mkdir -p .run/go-install $(@D)
+	GOBIN=$(abspath .run/go-install) GOTOOLCHAIN=local $(GO) install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	mv .run/go-install/kustomize $@
+
 kafka-up: install
 	$(BIN)/adoptstream kafka up --port $(KAFKA_PORT) --dir $(KAFKA_DIR)
 
@@ -39,10 +53,10 @@ demo: install kafka-up
 	@$(BIN)/adoptstream demo --broker kafka://127.0.0.1:$(KAFKA_PORT) --topic $(TOPIC) --web-port $(WEB_PORT) \
 	  --kafka-dir $(KAFKA_DIR)
 
-test: install system-deps
+test: install system-deps kustomize
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
-test-unit: install
+test-unit: install kustomize
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
 test-integration: install

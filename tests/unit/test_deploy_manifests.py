@@ -2,18 +2,23 @@
 
 Docker and a cluster are not available here, so these are static checks: the documents parse, every
 workload is configured the way the worker needs (env, probes, resources, a volume for the RocksDB
-state, scraping exactly once), every file docker-compose.yml mounts exists, and promtool accepts the
-Prometheus configurations.
+state, scraping exactly once), docker-compose.yml validates against the Compose specification's JSON
+schema and mounts files that exist, pins its images, publishes ports on loopback only and checks the
+health of every service, and promtool accepts the Prometheus configurations.
 """
 
 from __future__ import annotations
 
+import importlib.resources
+import json
 import re
 import shutil
 import subprocess
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
@@ -33,6 +38,7 @@ REQUIRED_ENV = {
     "ADOPTSTREAM_WEB_HOST",
 }
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet"}
+Object = dict[str, Any]
 MANIFEST_FILES = sorted(p for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml")
 KUSTOMIZATIONS = sorted(K8S.rglob("kustomization.yaml"))
 
@@ -239,8 +245,27 @@ def test_workers_are_scraped_exactly_once_per_setup() -> None:
 
 
 # ------------------------------------------------------------------------------------------ compose
-def compose() -> dict[str, Any]:
+def compose() -> Object:
     return yaml.safe_load(COMPOSE.read_text())
+
+
+def project_image() -> str:
+    return f"adoptstream:{metadata.version('adoptstream')}"
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    schema = json.loads(
+        importlib.resources.files("check_jsonschema.builtin_schemas.vendor")
+        .joinpath("compose-spec.json")
+        .read_text()
+    )
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator = validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
+    errors = [
+        f"{'/'.join(map(str, error.absolute_path))}: {error.message}"
+        for error in validator.iter_errors(compose())
+    ]
+    assert not errors, "\n".join(errors)
 
 
 def test_compose_references_existing_files() -> None:
@@ -255,19 +280,48 @@ def test_compose_references_existing_files() -> None:
             dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
             assert (context / dockerfile).is_file(), f"{name}: {context / dockerfile} missing"
         for volume in service.get("volumes", []):
-            source = volume.split(":")[0]
-            if source.startswith((".", "/")):
+            if isinstance(volume, dict):
+                source, bind = volume.get("source", ""), volume.get("type") == "bind"
+            else:
+                source = volume.split(":")[0]
+                bind = source.startswith((".", "/", "~"))
+            if bind:
                 assert (ROOT / source).exists(), f"{name}: mounts {source}, which does not exist"
             else:
                 assert source in declared_volumes, f"{name}: volume {source} is not declared"
-        for env_file in [service["env_file"]] if isinstance(service.get("env_file"), str) else []:
-            assert (ROOT / env_file).is_file(), f"{name}: env_file {env_file} missing"
+        env_files = service.get("env_file") or []
+        for env_file in [env_files] if isinstance(env_files, str) else env_files:
+            path = env_file if isinstance(env_file, str) else env_file["path"]
+            assert (ROOT / path).is_file(), f"{name}: env_file {path} missing"
         depends = service.get("depends_on") or []
         for dependency in depends if isinstance(depends, list) else depends.keys():
             assert dependency in services, f"{name} depends on unknown {dependency}"
 
 
-def test_compose_workers_and_ports() -> None:
+def test_compose_images_are_pinned() -> None:
+    for name, service in compose()["services"].items():
+        image = service.get("image", "")
+        repository, _, tag = image.rpartition(":") if "/" not in image.rpartition(":")[2] else (image, "", "")
+        assert repository and tag and tag != "latest", f"{name}: image {image!r} has no pinned tag"
+        if "build" in service:
+            assert image == project_image(), f"{name}: builds {image}, not the project's version"
+
+
+def test_compose_publishes_ports_on_loopback_only() -> None:
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).split(":")[0]
+            assert host_ip == "127.0.0.1", f"{name}: {port} is published on every interface"
+
+
+def test_every_compose_service_has_a_health_check() -> None:
+    for name, service in compose()["services"].items():
+        check = service.get("healthcheck") or {}
+        assert check.get("test") and not check.get("disable"), f"{name}: no health check"
+        assert check["test"] != ["NONE"], f"{name}: health check turned off"
+
+
+def test_compose_workers_and_their_volumes() -> None:
     services = compose()["services"]
     workers = {
         name: s for name, s in services.items() if "ADOPTSTREAM_BROKER" in (s.get("environment") or {})
@@ -282,13 +336,13 @@ def test_compose_workers_and_ports() -> None:
             assert {k for k in env if k.startswith("ADOPTSTREAM_")} <= known, name
         host = re.fullmatch(r"kafka://([^:]+):\d+", env["ADOPTSTREAM_BROKER"])
         assert host and host.group(1) in services, f"{name}: broker {env['ADOPTSTREAM_BROKER']}"
+        # A laptop: plaintext to the one broker of this file, whose topics cannot have more replicas.
+        assert env.get("ADOPTSTREAM_SECURITY_PROTOCOL", "PLAINTEXT") == "PLAINTEXT", name
+        assert env.get("ADOPTSTREAM_REPLICATION_FACTOR", "1") == "1", name
         mounts = {v.split(":")[1]: v.split(":")[0] for v in worker.get("volumes", [])}
         assert env["ADOPTSTREAM_DATA_DIR"] in mounts, f"{name}: data dir not on a volume"
         data_volumes.add(mounts[env["ADOPTSTREAM_DATA_DIR"]])
     assert len(data_volumes) == len(workers), "workers must not share a RocksDB data dir"
-    for name, service in services.items():
-        for port in service.get("ports", []):
-            assert str(port).startswith("127.0.0.1:"), f"{name}: {port} is published on every interface"
 
 
 def test_compose_prometheus_scrapes_every_worker_once() -> None:

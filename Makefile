@@ -13,12 +13,12 @@ KUSTOMIZE_VERSION := v5.8.1
 KUSTOMIZE_BIN := .run/bin/kustomize-$(KUSTOMIZE_VERSION)
 
 .PHONY: help install system-deps kustomize kafka-up kafka-down demo test test-unit test-integration lint check-deploy \
-	rules bench clean
+	k8s-rules rules bench clean
 
 help:
 	@echo "make demo   - local broker + worker + live traffic + refreshed adoption table (Ctrl-C stops)"
 	@echo "make test   - the whole suite (unit, integration with a real broker, Prometheus/Alertmanager e2e)"
-	@echo "other: install kafka-up kafka-down lint check-deploy rules bench clean"
+	@echo "other: install kafka-up kafka-down lint check-deploy k8s-rules rules bench clean"
 
 # Quick when nothing changed: the stamp only goes stale when pyproject.toml does.
 install: $(VENV)/.installed
@@ -65,11 +65,17 @@ test-integration: install
 lint: install
 	$(BIN)/ruff check src tests bench grafana
 
-check-deploy: install system-deps
+check-deploy: install system-deps kustomize
 	promtool check config deploy/prometheus/prometheus.yml
 	promtool check rules deploy/prometheus/rules/*.yml
 	promtool test rules deploy/prometheus/tests/*.yml
 	amtool check-config deploy/alertmanager/alertmanager.yml
+	.run/bin/kustomize build deploy/k8s/base >/dev/null
+	.run/bin/kustomize build deploy/k8s/prometheus-operator >/dev/null
+
+# The Prometheus Operator's PrometheusRule, from deploy/prometheus/rules/*.yml.
+k8s-rules: install
+	$(BIN)/python deploy/k8s/prometheusrule.py
 
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

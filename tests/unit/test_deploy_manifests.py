@@ -5,8 +5,8 @@ every kustomization and each object it makes validates against Kubernetes' OpenA
 (kubernetes-validate, strict: unknown fields fail) or the prometheus-operator CRD it belongs to;
 docker-compose.yml validates against the Compose specification's JSON schema; promtool accepts the
 Prometheus configurations. What no schema says is checked here by hand: the env the worker needs, its
-probes, a volume for the RocksDB state, scraping exactly once, mounted files that exist, pinned
-images, loopback-only ports and a health check on every compose service.
+probes, a volume for the RocksDB state, scraping exactly once, the Kafka client Secret's files, mounted
+files that exist, pinned images, loopback-only ports and a health check on every compose service.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ K8S = DEPLOY / "k8s"
 BASE = K8S / "base"
 OPERATOR = K8S / "prometheus-operator"
 ENTRY_POINTS = {"base": BASE, "prometheus-operator": OPERATOR}
+EXAMPLE_SECRET = BASE / "kafka-client-secret.example.yaml"
 PROMETHEUSRULE = OPERATOR / "prometheusrule.yaml"
 CRD_DIR = ROOT / "tests" / "schemas" / "prometheus-operator"
 COMPOSE = ROOT / "docker-compose.yml"
@@ -54,6 +55,20 @@ REQUIRED_ENV = {
     "ADOPTSTREAM_WEB_PORT",
     "ADOPTSTREAM_DATA_DIR",
     "ADOPTSTREAM_WEB_HOST",
+}
+# The worker's Kafka TLS/SASL settings whose values name a file (issue 16).
+KAFKA_FILE_ENV = {
+    "ADOPTSTREAM_SSL_CA_FILE",
+    "ADOPTSTREAM_SSL_CERT_FILE",
+    "ADOPTSTREAM_SSL_KEY_FILE",
+    "ADOPTSTREAM_SASL_PASSWORD_FILE",
+}
+# All the TLS/SASL settings, Kafka's and the web endpoint's.
+SECURITY_ENV = KAFKA_FILE_ENV | {
+    "ADOPTSTREAM_SECURITY_PROTOCOL",
+    "ADOPTSTREAM_SASL_MECHANISM",
+    "ADOPTSTREAM_SASL_USERNAME",
+    "ADOPTSTREAM_WEB_CONFIG_FILE",
 }
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet"}
 
@@ -110,10 +125,16 @@ def probe_port(probe: Object, container: Object) -> int:
 
 
 def known_env_vars() -> set[str]:
-    """The ADOPTSTREAM_* variables the worker reads."""
+    """The ADOPTSTREAM_* variables the worker reads.
+
+    The TLS/SASL settings are being added to the worker at the same time as to these files: until the
+    worker knows any of them, their announced names count as known; once it knows one, it must know
+    every one the files use.
+    """
     from adoptstream.runtime.config import ENV_VARS
 
-    return set(ENV_VARS.values())
+    known = set(ENV_VARS.values())
+    return known if known & SECURITY_ENV else known | SECURITY_ENV
 
 
 def load_script(path: Path) -> ModuleType:
@@ -206,7 +227,7 @@ def test_the_crd_copies_are_the_operators_crds() -> None:
 
 
 def test_every_manifest_file_is_used_by_a_kustomization() -> None:
-    """A manifest no kustomization names is never applied."""
+    """A manifest no kustomization names is never applied; only the example Secret is meant that way."""
     named: set[Path] = set()
     for directory in kustomization_dirs():
         doc = kustomization_of(directory)
@@ -214,7 +235,7 @@ def test_every_manifest_file_is_used_by_a_kustomization() -> None:
         entries += [p["path"] for p in doc.get("patches", []) if "path" in p]
         named |= {(directory / entry).resolve() for entry in entries}
     manifests = {p.resolve() for p in K8S.rglob("*.yaml") if p.name not in KUSTOMIZATION_NAMES}
-    assert manifests <= named, sorted(manifests - named)
+    assert manifests - named == {EXAMPLE_SECRET.resolve()}
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
@@ -239,6 +260,7 @@ def test_workloads_run_the_worker_with_its_configuration() -> None:
             unknown = {name for name in env if name.startswith("ADOPTSTREAM_")} - known
             assert not unknown, f"{where}: the worker reads no {sorted(unknown)}"
             assert env["ADOPTSTREAM_BROKER"].startswith("kafka://"), where
+            assert env.get("ADOPTSTREAM_REPLICATION_FACTOR") == "3", f"{where}: topics not replicated 3 times"
             assert (container.get("command") or []) + (container.get("args") or []) in (
                 ["worker"],
                 ["adoptstream", "worker"],
@@ -257,6 +279,32 @@ def test_workloads_run_the_worker_with_its_configuration() -> None:
             for probe in (liveness, readiness, container.get("startupProbe")):
                 if probe:
                     assert probe_port(probe, container) == port, f"{where}: a probe misses the web port"
+
+
+def test_the_kafka_client_secret_is_mounted_where_the_settings_point() -> None:
+    """The example Secret validates; every file setting names a key of it under the Secret's mount."""
+    secret = yaml.safe_load(EXAMPLE_SECRET.read_text())
+    assert not schema_errors(secret), schema_errors(secret)
+    assert "EXAMPLE ONLY" in EXAMPLE_SECRET.read_text().splitlines()[0]
+    assert all("PLACEHOLDER" in value for value in secret["stringData"].values())
+    for doc in workloads(render(BASE)):
+        spec = doc["spec"]["template"]["spec"]
+        secret_volumes = {
+            v["name"]
+            for v in spec.get("volumes", [])
+            if v.get("secret", {}).get("secretName") == secret["metadata"]["name"]
+        }
+        for container in spec["containers"]:
+            env = env_of(container)
+            assert env.get("ADOPTSTREAM_SECURITY_PROTOCOL") in ("SSL", "SASL_SSL"), "Kafka without TLS"
+            (mount,) = [m for m in container.get("volumeMounts", []) if m["name"] in secret_volumes]
+            assert mount.get("readOnly") is True
+            files = {name: env[name] for name in KAFKA_FILE_ENV if name in env}
+            assert "ADOPTSTREAM_SSL_CA_FILE" in files, "brokers' certificates checked against no CA"
+            for name, value in files.items():
+                directory, key = value.rsplit("/", 1)
+                assert directory == mount["mountPath"].rstrip("/"), f"{name}={value} is not in the Secret"
+                assert key in secret["stringData"], f"{name}: the example Secret has no {key}"
 
 
 def test_web_host_all_interfaces_is_explained() -> None:

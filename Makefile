@@ -8,13 +8,17 @@ KAFKA_DIR ?= .run/kafka
 WEB_PORT ?= 6066
 TOPIC ?= adoption-events
 PYTEST_ARGS ?=
+GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
+KUSTOMIZE_VERSION := v5.8.1
+KUSTOMIZE_BIN := .run/bin/kustomize-$(KUSTOMIZE_VERSION)
 
-.PHONY: help install system-deps kafka-up kafka-down demo test test-unit test-integration lint check-deploy rules bench clean
+.PHONY: help install system-deps kustomize kafka-up kafka-down demo test test-unit test-integration lint check-deploy \
+	k8s-rules rules bench clean
 
 help:
 	@echo "make demo   - local broker + worker + live traffic + refreshed adoption table (Ctrl-C stops)"
 	@echo "make test   - the whole suite (unit, integration with a real broker, Prometheus/Alertmanager e2e)"
-	@echo "other: install kafka-up kafka-down lint check-deploy rules bench clean"
+	@echo "other: install kafka-up kafka-down lint check-deploy k8s-rules rules bench clean"
 
 # The product (editable, with its test extra) and the development tooling in dev/ (local broker, demo,
 # generator, test helpers: the `adoptstream-dev` command). Quick when nothing changed: the stamp only
@@ -31,6 +35,16 @@ $(VENV)/.installed: pyproject.toml dev/pyproject.toml
 system-deps:
 	@bash deploy/install-system-deps.sh
 
+# kustomize renders deploy/k8s/ in the tests: built once from its Go module into .run/bin (the module
+# and build caches keep a rebuild after `make clean` short); .run/bin/kustomize points at this version.
+kustomize: $(KUSTOMIZE_BIN)
+	@ln -sfn $(notdir $(KUSTOMIZE_BIN)) .run/bin/kustomize
+
+$(KUSTOMIZE_BIN):
+	@mkdir -p .run/go-install $(@D)
+	GOBIN=$(abspath .run/go-install) GOTOOLCHAIN=local $(GO) install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	mv .run/go-install/kustomize $@
+
 kafka-up: install
 	$(BIN)/adoptstream-dev kafka up --port $(KAFKA_PORT) --dir $(KAFKA_DIR)
 
@@ -41,10 +55,10 @@ demo: install kafka-up
 	@$(BIN)/adoptstream-dev demo --broker kafka://127.0.0.1:$(KAFKA_PORT) --topic $(TOPIC) --web-port $(WEB_PORT) \
 	  --kafka-dir $(KAFKA_DIR)
 
-test: install system-deps
+test: install system-deps kustomize
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
-test-unit: install
+test-unit: install kustomize
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
 test-integration: install
@@ -54,11 +68,17 @@ lint: install
 	$(BIN)/ruff check src dev tests bench grafana
 	$(BIN)/lint-imports
 
-check-deploy: install system-deps
+check-deploy: install system-deps kustomize
 	promtool check config deploy/prometheus/prometheus.yml
 	promtool check rules deploy/prometheus/rules/*.yml
 	promtool test rules deploy/prometheus/tests/*.yml
 	amtool check-config deploy/alertmanager/alertmanager.yml
+	.run/bin/kustomize build deploy/k8s/base >/dev/null
+	.run/bin/kustomize build deploy/k8s/prometheus-operator >/dev/null
+
+# The Prometheus Operator's PrometheusRule, from deploy/prometheus/rules/*.yml.
+k8s-rules: install
+	$(BIN)/python deploy/k8s/prometheusrule.py
 
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -131,9 +131,9 @@ def known_env_vars() -> set[str]:
     worker knows any of them, their announced names count as known; once it knows one, it must know
     every one the files use.
     """
-    from adoptstream.runtime.config import ENV_VARS
+    from adoptstream.runtime.config import WorkerConfig
 
-    known = set(ENV_VARS.values())
+    known = {WorkerConfig.env_var(name) for name in WorkerConfig.model_fields}
     return known if known & SECURITY_ENV else known | SECURITY_ENV
 
 

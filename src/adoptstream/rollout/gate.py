@@ -336,8 +336,10 @@ def run(args: argparse.Namespace) -> int:
         reading = read_wave(args.prometheus, rollout, wave, args.timeout)
     except PrometheusError as exc:
         return _emit(args, R.GATE_UNKNOWN, f"{who}: CANNOT TELL — {exc}", {})
+    numbers = asdict(reading)
+    numbers["recorded_verdict"] = numbers.pop("verdict")  # the exit code, or None without the series
     doc = {
-        **asdict(reading),
+        **numbers,
         "plan": {
             "target": wave.target,
             "start": wave.start,

@@ -175,6 +175,15 @@ def _check(args: argparse.Namespace) -> int:
                 f"from {day(w.start)} ({w.curve}); stalled if < {w.stall.min_progress:.1%} gained in "
                 f"{humanize_duration(w.stall.window_s)} with >= {w.stall.min_exposed} exposed"
             )
+        if r.satisfaction is not None:
+            floor = r.satisfaction
+            scores = " and ".join(
+                f"NPS >= {v:g}" if k == "nps" else f"CSAT >= {v:.0%}" for k, v in floor.floors
+            )
+            print(
+                f"  satisfaction of {r.feature}: {scores} over {floor.period}, "
+                f"judged from {floor.min_answers} answers"
+            )
         if r.switchover is not None:
             s = r.switchover
             print(

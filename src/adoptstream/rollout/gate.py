@@ -193,6 +193,10 @@ def stale_rules(reading: WaveReading, wave: Wave, rollout: Rollout) -> str | Non
 
 def reasons(reading: WaveReading, wave: Wave, now: float) -> list[str]:
     """What the verdict rests on, in plain words: the failures for a fail, the unknowns otherwise."""
+    return _reasons(reading, wave, now) or ["the recorded series do not say why (see --json)"]
+
+
+def _reasons(reading: WaveReading, wave: Wave, now: float) -> list[str]:
     out: list[str] = []
     ratio, expected = reading.adoption, reading.expected
     floors_failed = [s for s in reading.satisfaction if s.below_floor == 1]
@@ -256,7 +260,7 @@ def reasons(reading: WaveReading, wave: Wave, now: float) -> list[str]:
                 f"{s.answers or 0:.0f} {s.scale.upper()} answers, fewer than the {s.min_answers} the "
                 "satisfaction floor needs"
             )
-    return out or ["the recorded series do not say why (see --json)"]
+    return out
 
 
 def summary_line(reading: WaveReading, wave: Wave, now: float) -> str:

@@ -47,6 +47,11 @@ class StallScenario:
     hold_s: int = 4  # the alert's for:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     background_feature: str = "search"
+    # a third, young wave (when young_users > 0): exposed users only, fewer than min_exposed, so its
+    # gate cannot tell yet
+    young_wave: str = "madrid"
+    young_cohort: str = "site-madrid"
+    young_users: int = 0
 
     def __post_init__(self) -> None:
         self._sent_initial = False
@@ -79,7 +84,12 @@ class StallScenario:
                     "waves": [
                         {"name": self.healthy_wave, "cohorts": [self.healthy_cohort], "start": iso},
                         {"name": self.stalled_wave, "cohorts": [self.stalled_cohort], "start": iso},
-                    ],
+                    ]
+                    + (
+                        [{"name": self.young_wave, "cohorts": [self.young_cohort], "start": iso}]
+                        if self.young_users
+                        else []
+                    ),
                 }
             ],
         }
@@ -131,6 +141,10 @@ class StallScenario:
                     out.append(self._event(user, "exposure", now_ms, self.feature, cohort))
                     if i < adopters:
                         out.append(self._event(user, "use", now_ms, self.feature, None))
+            for i in range(self.young_users):
+                user = self._uid(self.young_wave, i)
+                out.append(self._event(user, "signup", now_ms, None, self.young_cohort))
+                out.append(self._event(user, "exposure", now_ms, self.feature, self.young_cohort))
             self._healthy_adopted = self.healthy_start_adopters
         due = min(self.users_per_wave, self.healthy_start_adopters + int(elapsed_s // self.step_s))
         while self._healthy_adopted < due:

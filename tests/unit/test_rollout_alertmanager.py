@@ -97,6 +97,8 @@ def test_amtool_accepts_and_routes(tmp_path: Path) -> None:
     assert route("alertname=AdoptionRolloutStalled", "category=adoption", "owner=payments-po") == (
         "owner-payments-po"
     )
+    floor = ("alertname=AdoptionSatisfactionBelowFloor", "category=adoption", "scale=nps", "period=30d")
+    assert route(*floor, "owner=payments-po", "rollout=checkout-pilot") == "owner-payments-po"
     assert route("alertname=AdoptionStickinessDropped", "category=adoption", "feature=x") == "product-default"
     assert route("alertname=AdoptstreamWorkerDown", "category=operational", "team=sre") == "sre"
     assert route("alertname=Other") == "sre"

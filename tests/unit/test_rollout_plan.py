@@ -186,6 +186,22 @@ def test_wave_settings_inherit_rollout_then_file_defaults() -> None:
             MINIMAL + "    old_feature: legacy\n",
             ["plan.yaml:6: rollouts[0].old_feature: 'old_feature' is only for parallel rollouts"],
         ),
+        (
+            MINIMAL + "    satisfaction: {min_answers: 50}\n",
+            ["plan.yaml:6: rollouts[0].satisfaction: a satisfaction floor needs 'nps' (e.g. nps: 20) and/or"],
+        ),
+        (
+            MINIMAL + "    satisfaction: {nps: 120, csat: 8, period: 60d}\n",
+            [
+                "plan.yaml:6: rollouts[0].satisfaction.nps: 120 is out of range: must be in [-100, 100]",
+                "plan.yaml:6: rollouts[0].satisfaction.csat: 8 is out of range: must be in [0, 1]",
+                "plan.yaml:6: rollouts[0].satisfaction.period: '60d' is not one of 30d, 90d",
+            ],
+        ),
+        (
+            MINIMAL + "    satisfaction:\n      nps: 20\n      min_answer: 5\n",
+            ["plan.yaml:8: rollouts[0].satisfaction.min_answer: unknown field 'min_answer' (did you mean"],
+        ),
     ],
 )
 def test_errors_name_file_line_and_field(text: str, expected: list[str]) -> None:
@@ -367,3 +383,21 @@ def test_duration_formatting() -> None:
     for bad in ("", "3", "3 d", "d", "1.5h", "-1h"):
         with pytest.raises(ValueError):
             parse_duration(bad)
+
+
+def test_satisfaction_floor_is_per_rollout_with_defaults() -> None:
+    rollout = load_plan_text(MINIMAL + "    satisfaction: {csat: 75%}\n").rollouts[0]
+    floor = rollout.satisfaction
+    assert floor is not None
+    assert floor.floors == (("csat", 0.75),)
+    assert (floor.min_answers, floor.period, floor.for_s) == (30, "30d", 3600)
+    both = load_plan_text(
+        MINIMAL + "    satisfaction: {nps: -10, csat: 0.8, min_answers: 100, period: 90d, for: 2h}\n"
+    ).rollouts[0]
+    assert both.satisfaction is not None
+    assert both.satisfaction.floors == (("nps", -10.0), ("csat", 0.8))
+    assert both.satisfaction.min_answers == 100 and both.satisfaction.period == "90d"
+    assert both.satisfaction.for_s == 7200
+    assert load_plan_text(MINIMAL).rollouts[0].satisfaction is None
+    example = {r.name: r for r in load_plans([EXAMPLE]).rollouts}
+    assert example["one-click-checkout"].satisfaction is not None

@@ -130,13 +130,27 @@ def test_every_wave_series_carries_the_plan_labels() -> None:
 
 def test_alerts_use_the_plan_thresholds() -> None:
     doc = rendered()
+    # the judgement is recorded once per wave, with the plan's thresholds ...
+    me = '{rollout="checkout-pilot",wave="pilot"}'
+    assert records(doc, R.WAVE_GAIN)[0]["expr"] == f"{R.WAVE_ADOPTION}{me} - {R.WAVE_ADOPTION}{me} offset 40s"
+    stalled_rule = records(doc, R.WAVE_STALLED)[0]["expr"]
+    assert f"({R.WAVE_ADOPTION}{me} < bool 0.5) * ({R.WAVE_GAIN}{me} < bool 0.02)" in stalled_rule
+    assert records(doc, R.WAVE_JUDGED)[0]["expr"] == (
+        f"({R.WAVE_EXPOSED}{me} >= bool 20) * (time() >= bool 1798761600)"
+    )
+    assert records(doc, R.WAVE_BEHIND)[0]["expr"] == (
+        f"{R.WAVE_ADOPTION}{me} < bool {R.WAVE_EXPECTED}{me} - 0.1"
+    )
+    # ... and the alerts (like the gate) read it
     stalled = alerts(doc, "AdoptionRolloutStalled")
     assert len(stalled) == 2
     pilot = stalled[0]
-    assert "< 0.5\n" in pilot["expr"]
-    assert "offset 40s) < 0.02" in pilot["expr"]
-    assert ">= 20\n" in pilot["expr"]
-    assert pilot["expr"].endswith("and on() (vector(time()) >= 1798761600)")
+    assert pilot["expr"] == (
+        f"{R.WAVE_ADOPTION}{me}\nand {R.WAVE_STALLED}{me} == 1\nand {R.WAVE_JUDGED}{me} == 1"
+    )
+    assert alerts(doc, "AdoptionBehindPlan")[0]["expr"] == (
+        f"{R.WAVE_ADOPTION}{me}\nand {R.WAVE_BEHIND}{me} == 1\nand {R.WAVE_JUDGED}{me} == 1"
+    )
     assert pilot["for"] == "4s"
     assert pilot["labels"] == {
         "severity": "warning",
@@ -218,3 +232,36 @@ def test_written_rules_file(tmp_path: Path) -> None:
     out = tmp_path / "rules" / "r.yml"
     assert main(["rules", "render", str(plan), "-o", str(out)]) == 0
     assert yaml.safe_load(out.read_text()) == R.render_rules(load_plan_text(PLAN))
+
+
+def test_satisfaction_floor_records_alerts_and_holds_the_gate() -> None:
+    text = PLAN.replace(
+        "    strategy: pilot\n",
+        "    strategy: pilot\n"
+        "    satisfaction: {nps: 20, csat: 80%, min_answers: 40, period: 90d, for: 5m}\n",
+    )
+    doc = rendered(text)
+    scores = records(doc, R.SATISFACTION)
+    assert [r["expr"] for r in scores] == [
+        'sum(adoptstream:nps:score{feature="checkout.one-click",period="90d"})',
+        'sum(adoptstream:csat:ratio{feature="checkout.one-click",period="90d"})',
+    ]
+    assert scores[0]["labels"] == R.satisfaction_labels(load_plan_text(text).rollouts[0], "nps", "90d")
+    below = records(doc, R.SATISFACTION_BELOW)
+    assert "< bool 0.8)" in below[1]["expr"] and below[1]["expr"].endswith(">= 40")
+    floor_alerts = alerts(doc, "AdoptionSatisfactionBelowFloor")
+    assert [(a["labels"]["scale"], a["for"]) for a in floor_alerts] == [("nps", "5m"), ("csat", "5m")]
+    assert all(a["labels"]["category"] == "adoption" for a in floor_alerts)  # routed like the others
+    # both waves' gates fail below a floor and pass only when both floors are judged and met
+    gates = records(doc, R.WAVE_GATE)
+    assert len(gates) == 2
+    for gate in gates:
+        assert f'or on() max({R.SATISFACTION_BELOW}{{rollout="checkout-pilot"}} == 1)' in gate["expr"]
+        assert f'and on() count({R.SATISFACTION_BELOW}{{rollout="checkout-pilot"}} == 0) == 2' in gate["expr"]
+    # recorded before the waves, so a gate reads this evaluation's satisfaction
+    group = next(g for g in doc["groups"] if g["name"] == "adoptstream-rollout:checkout-pilot")
+    names = [r.get("record") for r in group["rules"]]
+    assert names.index(R.SATISFACTION_BELOW) < names.index(R.WAVE_GATE)
+    # a rollout without a floor: no satisfaction series, gates without the clause
+    assert not records(rendered(), R.SATISFACTION)
+    assert all(R.SATISFACTION_BELOW not in g["expr"] for g in records(rendered(), R.WAVE_GATE))

@@ -51,3 +51,20 @@ def test_scenario_stack_renders_plan_rules_and_owner_routes(tmp_path: Path) -> N
     urls = {r["name"]: r["webhook_configs"][0]["url"] for r in am["receivers"]}
     assert urls[f"owner-{scenario.owner}"] == f"http://127.0.0.1:9/owners/{scenario.owner}"
     assert len(stack.rule_files) == 2
+
+
+def test_young_wave_is_a_third_wave_too_small_to_judge() -> None:
+    scenario = StallScenario(young_users=5)
+    rollout = load_plan_text(scenario.plan_yaml(1_800_000_000)).rollouts[0]
+    assert [w.name for w in rollout.waves] == [
+        scenario.healthy_wave,
+        scenario.stalled_wave,
+        scenario.young_wave,
+    ]
+    assert scenario.young_users < rollout.waves[2].stall.min_exposed
+    events = scenario.events_due(0.0, 1_800_000_000_000) + scenario.events_due(60.0, 1_800_000_060_000)
+    young = [
+        e for e in events if e.get("cohort") == scenario.young_cohort or scenario.young_wave in e["user_id"]
+    ]
+    assert sorted(e["type"] for e in young) == ["exposure"] * 5 + ["signup"] * 5  # exposed, never adopting
+    assert len(StallScenario().plan(1_800_000_000)["rollouts"][0]["waves"]) == 2  # off by default

@@ -4,6 +4,7 @@ adoptstream rules check PLANS...                 validate, print one line per wa
 adoptstream rules render PLANS... [-o FILE]      plan-generated recording rules and alerts
 adoptstream rules static [-o FILE]               the plan-independent rules
 adoptstream rules alertmanager PLANS... [-o FILE]  routes and receivers for the plans' owners
+adoptstream rules gates PLANS... [-o DIR]        Argo Rollouts / Flagger templates gating each wave
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ from adoptstream.rollout.alertmanager import (
     DEFAULT_SRE_WEBHOOK_URL,
     ReceiverOptions,
     render_alertmanager_text,
+)
+from adoptstream.rollout.delivery import (
+    DEFAULT_PROMETHEUS_ADDRESS,
+    GateOptions,
+    GateRenderError,
+    render_gates_text,
 )
 from adoptstream.rollout.durations import humanize_duration
 from adoptstream.rollout.plan import PlanError, PlanSet, load_plans
@@ -80,6 +87,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     _output(am)
     am.set_defaults(func=_alertmanager)
+
+    gates = sub.add_parser(
+        "gates",
+        help="an Argo Rollouts AnalysisTemplate and a Flagger MetricTemplate per rollout, gating its waves",
+    )
+    gates.add_argument("plans", nargs="+", metavar="PLANS.yaml")
+    gates.add_argument(
+        "--prometheus-address",
+        default=DEFAULT_PROMETHEUS_ADDRESS,
+        help="Prometheus as the tools reach it (default: %(default)s)",
+    )
+    gates.add_argument(
+        "-o", "--output", metavar="DIR", help="write one file per template here instead of stdout"
+    )
+    gates.set_defaults(func=_gates)
     parser.set_defaults(func=lambda _args: parser.print_help() or 2)
     return parser
 
@@ -153,6 +175,15 @@ def _check(args: argparse.Namespace) -> int:
                 f"from {day(w.start)} ({w.curve}); stalled if < {w.stall.min_progress:.1%} gained in "
                 f"{humanize_duration(w.stall.window_s)} with >= {w.stall.min_exposed} exposed"
             )
+        if r.satisfaction is not None:
+            floor = r.satisfaction
+            scores = " and ".join(
+                f"NPS >= {v:g}" if k == "nps" else f"CSAT >= {v:.0%}" for k, v in floor.floors
+            )
+            print(
+                f"  satisfaction of {r.feature}: {scores} over {floor.period}, "
+                f"judged from {floor.min_answers} answers"
+            )
         if r.switchover is not None:
             s = r.switchover
             print(
@@ -187,4 +218,23 @@ def _alertmanager(args: argparse.Namespace) -> int:
         templates=tuple(args.templates or ("templates/*.tmpl",)),
     )
     _write(render_alertmanager_text(plans, _display(args.plans), options), args.output)
+    return 0
+
+
+def _gates(args: argparse.Namespace) -> int:
+    plans = _load(args)
+    if plans is None:
+        return 1
+    try:
+        files = render_gates_text(
+            plans, _display(args.plans), GateOptions(prometheus_address=args.prometheus_address)
+        )
+    except GateRenderError as exc:
+        print(f"adoptstream rules: {exc}", file=sys.stderr)
+        return 1
+    if not args.output:
+        sys.stdout.write("---\n".join(files.values()))
+        return 0
+    for name, text in files.items():
+        _write(text, str(Path(args.output) / name))
     return 0

@@ -25,6 +25,7 @@ from adoptstream.rollout.durations import parse_duration
 STRATEGIES = ("big-bang", "phased", "pilot", "parallel")
 CURVES = ("linear", "s-curve", "step")
 ACTIVE_WINDOWS = ("1d", "7d", "30d")
+FEEDBACK_PERIODS = ("30d", "90d")  # CONTRACT section 3.3, adoptstream_feedback_users
 ALL_COHORTS = "(all)"
 
 FEATURE_RE = re.compile(r"^[a-z0-9][a-z0-9_.:/-]{0,127}$")  # CONTRACT section 1
@@ -61,6 +62,23 @@ class BehindPlan:
         if self.for_s is not None:
             return self.for_s
         return min(7200, max(duration_s // 20, window_s))
+
+
+@dataclass(frozen=True)
+class Satisfaction:
+    """The rolled-out feature's satisfaction floor: per feature, since survey answers carry no cohort."""
+
+    nps: float | None = None  # NPS points, -100..100
+    csat: float | None = None  # the share of CSAT answers 4-5, 0..1
+    min_answers: int = 30  # judged from this many answers on the scale in the period
+    period: str = "30d"
+    for_s: int = 3600
+    line: int = 0
+
+    @property
+    def floors(self) -> tuple[tuple[str, float], ...]:
+        """``(scale, floor)`` for each scale the plan sets a floor on."""
+        return tuple((scale, v) for scale, v in (("nps", self.nps), ("csat", self.csat)) if v is not None)
 
 
 @dataclass(frozen=True)
@@ -119,6 +137,7 @@ class Rollout:
     strategy: str
     waves: tuple[Wave, ...]
     switchover: Switchover | None = None
+    satisfaction: Satisfaction | None = None
     description: str = ""
     source: str = ""  # "file:line" of the rollout, for messages
 
@@ -473,8 +492,10 @@ _ROLLOUT_KEYS = (
     "waves",
     "old_feature",
     "switchover",
+    "satisfaction",
     *_LAYER_KEYS,
 )
+_SATISFACTION_KEYS = ("nps", "csat", "min_answers", "period", "for")
 
 
 def _wave(y: _Y, layer: _Layer, default_name: str) -> Wave | None:
@@ -572,6 +593,8 @@ def _rollout(y: _Y, defaults: _Layer) -> Rollout | None:
             if key in f:
                 f[key].fail(f"{key!r} is only for parallel rollouts (this one is {strategy})")
 
+    satisfaction = _satisfaction(f["satisfaction"]) if "satisfaction" in f else None
+
     if len(y.ctx.problems) > errors_before:
         return None
     return Rollout(
@@ -582,6 +605,7 @@ def _rollout(y: _Y, defaults: _Layer) -> Rollout | None:
         strategy=strategy,
         waves=tuple(waves),
         switchover=switchover,
+        satisfaction=satisfaction,
         description=description,
         source=y.where(),
     )
@@ -661,6 +685,37 @@ def _switchover(y: _Y, f: dict[str, _Y], layer: _Layer, feature: str, waves: lis
         stall=mine.stall,
         behind_plan=mine.behind_plan,
         line=(node or y).line,
+    )
+
+
+def _satisfaction(y: _Y) -> Satisfaction | None:
+    try:
+        f = y.mapping(_SATISFACTION_KEYS)
+    except _Invalid:
+        return None
+    readers: dict[str, Callable[[_Y], Any]] = {
+        "nps": lambda n: n.number(-100.0, 100.0),
+        "csat": lambda n: n.ratio(),
+        "min_answers": lambda n: n.integer(1),
+        "period": lambda n: _choice(n, FEEDBACK_PERIODS),
+        "for": lambda n: n.duration(allow_zero=True),
+    }
+    values: dict[str, Any] = {}
+    for key, read in readers.items():
+        if key in f:
+            with contextlib.suppress(_Invalid):
+                values[key] = read(f[key])
+    if "nps" not in f and "csat" not in f:
+        y.fail("a satisfaction floor needs 'nps' (e.g. nps: 20) and/or 'csat' (e.g. csat: 80%)")
+        return None
+    defaults = Satisfaction()
+    return Satisfaction(
+        nps=values.get("nps"),
+        csat=values.get("csat"),
+        min_answers=values.get("min_answers", defaults.min_answers),
+        period=values.get("period", defaults.period),
+        for_s=values.get("for", defaults.for_s),
+        line=y.line,
     )
 
 

@@ -1,9 +1,10 @@
 """Prometheus rules generated from rollout plans: plan facts as recorded series, plan-specific alerts.
 
-Every wave gets recording rules that carry its plan (target, start, deadline, the expected curve) and its
-live adoption, summed over all workers, with ``rollout, feature, wave, owner, team, strategy, cohorts``
-labels; alerts read those series, so each alert names the owner, feature and cohorts. docs/operations.md
-lists every series and alert.
+Every wave gets recording rules that carry its plan (target, start, deadline, the expected curve), its
+live adoption summed over all workers, and the plan's judgement of it (stalled, behind plan, the gate's
+verdict), with ``rollout, feature, wave, owner, team, strategy, cohorts`` labels. Alerts, the ``gate``
+command and the generated Argo Rollouts / Flagger templates all read those series, so the judgement is
+written once, here. docs/operations.md lists every series and alert.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from urllib.parse import quote_plus
 
 import yaml
 
-from adoptstream.rollout.durations import format_duration, humanize_duration
-from adoptstream.rollout.plan import ALL_COHORTS, PlanSet, Rollout, Switchover, Wave
+from adoptstream.rollout.durations import format_duration, humanize_duration, parse_duration
+from adoptstream.rollout.plan import ALL_COHORTS, PlanSet, Rollout, Satisfaction, Switchover, Wave
 from adoptstream.rollout.promql import number, one_of, selector
 
 DEFAULT_RUNBOOK_BASE_URL = "https://adoptstream.example.com/docs/runbooks"
@@ -32,6 +33,15 @@ WAVE_TARGET = "adoptstream:rollout_wave_target:ratio"
 WAVE_EXPECTED = "adoptstream:rollout_wave_expected:ratio"
 WAVE_START = "adoptstream:rollout_wave_start:timestamp_seconds"
 WAVE_DEADLINE = "adoptstream:rollout_wave_deadline:timestamp_seconds"
+WAVE_GAIN = "adoptstream:rollout_wave_gain:ratio"
+WAVE_JUDGED = "adoptstream:rollout_wave_judged:bool"
+WAVE_STALLED = "adoptstream:rollout_wave_stalled:bool"
+WAVE_BEHIND = "adoptstream:rollout_wave_behind_plan:bool"
+WAVE_GATE = "adoptstream:rollout_wave_gate:verdict"
+SATISFACTION = "adoptstream:rollout_satisfaction:score"
+SATISFACTION_FLOOR = "adoptstream:rollout_satisfaction_floor:score"
+SATISFACTION_ANSWERS = "adoptstream:rollout_satisfaction_answers:users"
+SATISFACTION_BELOW = "adoptstream:rollout_satisfaction_below_floor:bool"
 SWITCHOVER = "adoptstream:rollout_switchover:ratio"
 SWITCHOVER_ACTIVE = "adoptstream:rollout_switchover_active:users"
 SWITCHOVER_TARGET = "adoptstream:rollout_switchover_target:ratio"
@@ -40,12 +50,19 @@ SWITCHOVER_START = "adoptstream:rollout_switchover_start:timestamp_seconds"
 SWITCHOVER_DEADLINE = "adoptstream:rollout_switchover_deadline:timestamp_seconds"
 FEATURE_OWNER = "adoptstream:feature_owner:info"
 
+# The gate's verdicts, as WAVE_GATE records them (and as `adoptstream gate` exits).
+GATE_PASS, GATE_FAIL, GATE_UNKNOWN = 0, 1, 2
+
+# The static rules' satisfaction KPI behind each scale a plan can set a floor on.
+SATISFACTION_KPIS = {"nps": "adoptstream:nps:score", "csat": "adoptstream:csat:ratio"}
+
 # Alert names and their runbooks (docs/runbooks/<file>).
 RUNBOOKS: dict[str, str] = {
     "AdoptionRolloutStalled": "adoption-rollout-stalled.md",
     "AdoptionBehindPlan": "adoption-behind-plan.md",
     "AdoptionSwitchoverStalled": "adoption-switchover-stalled.md",
     "AdoptionSwitchoverBehindPlan": "adoption-behind-plan.md",
+    "AdoptionSatisfactionBelowFloor": "adoption-satisfaction-below-floor.md",
 }
 
 
@@ -136,6 +153,10 @@ def _wave_records(rollout: Rollout, wave: Wave) -> list[dict[str, Any]]:
     regex = {"cohort": one_of(wave.cohorts)} if wave.cohorts else {}
     exposed = f"sum({selector('adoptstream_exposed_users', match, regex)})"
     adopted = f"(sum({selector('adoptstream_adopted_users', match, regex)}) or vector(0))"
+    me = {"rollout": rollout.name, "wave": wave.name}
+    ratio, expected = selector(WAVE_ADOPTION, me), selector(WAVE_EXPECTED, me)
+    gain, stall = selector(WAVE_GAIN, me), wave.stall
+    judged, stalled, behind = selector(WAVE_JUDGED, me), selector(WAVE_STALLED, me), selector(WAVE_BEHIND, me)
     return [
         _record(WAVE_EXPOSED, exposed, labels),
         _record(WAVE_ADOPTED, f"{adopted} and on() {exposed}", labels),
@@ -144,15 +165,50 @@ def _wave_records(rollout: Rollout, wave: Wave) -> list[dict[str, Any]]:
         _record(WAVE_START, f"vector({number(wave.start)})", labels),
         _record(WAVE_DEADLINE, f"vector({number(wave.deadline)})", labels),
         _record(WAVE_EXPECTED, _curve(wave.curve, wave.start, wave.deadline, wave.target), labels),
+        # adoption gained over the stall window (absent until Prometheus has a window of history)
+        _record(WAVE_GAIN, f"{ratio} - {ratio} offset {format_duration(stall.window_s)}", labels),
+        # 1 once the wave can be judged: started, with enough exposed users
+        _record(
+            WAVE_JUDGED,
+            f"({selector(WAVE_EXPOSED, me)} >= bool {stall.min_exposed})"
+            f" * (time() >= bool {number(wave.start)})",
+            labels,
+        ),
+        # 1: below target and gained less than min_progress over the window; 0: not stalled (at target,
+        # or progressing); absent: cannot tell (below target, less than a window of history)
+        _record(
+            WAVE_STALLED,
+            f"({ratio} < bool {number(wave.target)}) * ({gain} < bool {number(stall.min_progress)})\n"
+            f"or\n0 * ({ratio} >= {number(wave.target)})",
+            labels,
+        ),
+        # 1: more than the tolerance under the plan's curve now
+        _record(WAVE_BEHIND, f"{ratio} < bool {expected} - {number(wave.behind_plan.tolerance)}", labels),
+        _record(WAVE_GATE, _gate(rollout, judged, stalled, behind), labels),
     ]
+
+
+def _gate(rollout: Rollout, judged: str, stalled: str, behind: str) -> str:
+    """The gate's verdict for a wave: GATE_FAIL, GATE_PASS or GATE_UNKNOWN (PromQL, label-free)."""
+    fail = f"max({judged} == 1 and ({stalled} == 1 or {behind} == 1))"
+    passed = f"0 * max({judged} == 1 and {stalled} == 0 and {behind} == 0)"
+    floor = rollout.satisfaction
+    lines = [f"# {GATE_FAIL}: judged, and stalled or behind plan", fail]
+    if floor is not None:
+        below = selector(SATISFACTION_BELOW, {"rollout": rollout.name})
+        lines += [f"# {GATE_FAIL}: the feature is below a satisfaction floor", f"or on() max({below} == 1)"]
+        passed += f"\n  and on() count({below} == 0) == {len(floor.floors)}"
+        lines += [f"# {GATE_PASS}: judged, neither stalled nor behind, every satisfaction floor met"]
+    else:
+        lines += [f"# {GATE_PASS}: judged, neither stalled nor behind plan"]
+    lines += [f"or on() {passed}", f"# {GATE_UNKNOWN}: cannot tell yet", f"or on() vector({GATE_UNKNOWN})"]
+    return "\n".join(lines)
 
 
 def _wave_alerts(rollout: Rollout, wave: Wave, options: RenderOptions) -> list[dict[str, Any]]:
     me = {"rollout": rollout.name, "wave": wave.name}
-    ratio, exposed = selector(WAVE_ADOPTION, me), selector(WAVE_EXPOSED, me)
-    expected = selector(WAVE_EXPECTED, me)
+    ratio, judged = selector(WAVE_ADOPTION, me), selector(WAVE_JUDGED, me)
     stall, behind = wave.stall, wave.behind_plan
-    window = format_duration(stall.window_s)
     dashboard = options.dashboard("adoptstream-rollouts", rollout=rollout.name, wave=wave.name)
     # Label values are templates too: cohorts are copied through $labels, the wave name is quoted.
     # rollout and wave are literal so every alert rule differs (promtool's duplicate-rule lint).
@@ -173,12 +229,7 @@ def _wave_alerts(rollout: Rollout, wave: Wave, options: RenderOptions) -> list[d
     who = 'wave "{{ $labels.wave }}" (cohorts {{ $labels.cohorts }}) of rollout "{{ $labels.rollout }}"'
     stalled = {
         "alert": "AdoptionRolloutStalled",
-        "expr": (
-            f"{ratio} < {number(wave.target)}\n"
-            f"and ({ratio} - {ratio} offset {window}) < {number(stall.min_progress)}\n"
-            f"and {exposed} >= {stall.min_exposed}\n"
-            f"and {_started(wave.start)}"
-        ),
+        "expr": f"{ratio}\nand {selector(WAVE_STALLED, me)} == 1\nand {judged} == 1",
         "for": format_duration(stall.hold_s),
         "labels": {"severity": "warning", **extra},
         "annotations": {
@@ -200,11 +251,7 @@ def _wave_alerts(rollout: Rollout, wave: Wave, options: RenderOptions) -> list[d
     }
     behind_plan = {
         "alert": "AdoptionBehindPlan",
-        "expr": (
-            f"{ratio} < {expected} - {number(behind.tolerance)}\n"
-            f"and {exposed} >= {stall.min_exposed}\n"
-            f"and {_started(wave.start)}"
-        ),
+        "expr": f"{ratio}\nand {selector(WAVE_BEHIND, me)} == 1\nand {judged} == 1",
         "for": format_duration(behind.hold_s(wave.duration_s, stall.window_s)),
         "labels": {"severity": "warning", **extra},
         "annotations": {
@@ -323,6 +370,94 @@ def _switchover_alerts(rollout: Rollout, so: Switchover, options: RenderOptions)
     ]
 
 
+def satisfaction_labels(rollout: Rollout, scale: str, period: str) -> dict[str, str]:
+    """The labels every recorded satisfaction series of a rollout carries (one series per scale)."""
+    return {
+        "rollout": rollout.name,
+        "feature": rollout.feature,
+        "owner": rollout.owner,
+        "team": rollout.team,
+        "strategy": rollout.strategy,
+        "scale": scale,
+        "period": period,
+    }
+
+
+def _satisfaction_records(rollout: Rollout, floor: Satisfaction) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for scale, value in floor.floors:
+        labels = satisfaction_labels(rollout, scale, floor.period)
+        me = {"rollout": rollout.name, "scale": scale}
+        answers = selector(
+            "adoptstream:feedback_answers:users",
+            {"feature": rollout.feature, "scale": scale, "period": floor.period},
+        )
+        score = selector(SATISFACTION, me)
+        kpi = selector(SATISFACTION_KPIS[scale], {"feature": rollout.feature, "period": floor.period})
+        out += [
+            _record(SATISFACTION, f"sum({kpi})", labels),
+            _record(SATISFACTION_ANSWERS, f"sum({answers}) or vector(0)", labels),
+            _record(SATISFACTION_FLOOR, f"vector({number(value)})", labels),
+            # 1: under the floor, 0: at or above it; absent: fewer than min_answers answers (cannot tell)
+            _record(
+                SATISFACTION_BELOW,
+                f"({score} < bool {number(value)})\n"
+                f"and {selector(SATISFACTION_ANSWERS, me)} >= {floor.min_answers}",
+                labels,
+            ),
+        ]
+    return out
+
+
+def _satisfaction_alerts(
+    rollout: Rollout, floor: Satisfaction, options: RenderOptions
+) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    days = humanize_duration(parse_duration(floor.period))
+    answers = (
+        '{{ with printf "'
+        + SATISFACTION_ANSWERS
+        + '{rollout=%q,scale=%q}" $labels.rollout $labels.scale | query }}'
+        "{{ . | first | value | humanize }}{{ end }}"
+    )
+    for scale, value in floor.floors:
+        me = {"rollout": rollout.name, "scale": scale}
+        if scale == "nps":
+            now, limit, what = '{{ $value | printf "%.0f" }}', f"{value:g}", "NPS"
+        else:
+            now, limit, what = "{{ $value | humanizePercentage }}", _pct(value), "CSAT (answers 4-5)"
+        out.append(
+            {
+                "alert": "AdoptionSatisfactionBelowFloor",
+                "expr": f"{selector(SATISFACTION, me)}\nand {selector(SATISFACTION_BELOW, me)} == 1",
+                "for": format_duration(floor.for_s),
+                "labels": {
+                    "severity": "warning",
+                    "category": "adoption",
+                    "rollout": rollout.name,
+                    "scale": scale,
+                },
+                "annotations": {
+                    "summary": (
+                        f"{{{{ $labels.feature }}}} {what} is {now}, below the floor of {limit} set by "
+                        'rollout "{{ $labels.rollout }}"'
+                    ),
+                    "description": (
+                        f"Over the last {days}, the {what} of {{{{ $labels.feature }}}} from " + answers + " "
+                        f"answers is {now}, under the floor of {limit} that rollout "
+                        '"{{ $labels.rollout }}" set (judged from '
+                        f"{floor.min_answers} answers on). Survey answers carry no cohort: this is the "
+                        "feature's score across every wave. "
+                        "Owner: {{ $labels.owner }} (team {{ $labels.team }})."
+                    ),
+                    "runbook_url": options.runbook("AdoptionSatisfactionBelowFloor"),
+                    "dashboard_url": options.dashboard("adoptstream-adoption", feature=rollout.feature),
+                },
+            }
+        )
+    return out
+
+
 def _interval(windows: Iterable[int]) -> str | None:
     """A group interval for short (demo, test) windows so a default 1m evaluation does not blur them."""
     shortest = min(windows, default=None)
@@ -350,6 +485,8 @@ def render_rules(plans: PlanSet, options: RenderOptions | None = None) -> dict[s
         rules: list[dict[str, Any]] = []
         alerts: list[dict[str, Any]] = []
         windows = [w.stall.window_s for w in rollout.waves]
+        if rollout.satisfaction is not None:  # first: the waves' gates read it in the same evaluation
+            rules += _satisfaction_records(rollout, rollout.satisfaction)
         for wave in rollout.waves:
             rules += _wave_records(rollout, wave)
             alerts += _wave_alerts(rollout, wave, options)
@@ -357,6 +494,8 @@ def render_rules(plans: PlanSet, options: RenderOptions | None = None) -> dict[s
             rules += _switchover_records(rollout, rollout.switchover)
             alerts += _switchover_alerts(rollout, rollout.switchover, options)
             windows.append(rollout.switchover.stall.window_s)
+        if rollout.satisfaction is not None:
+            alerts += _satisfaction_alerts(rollout, rollout.satisfaction, options)
         group: dict[str, Any] = {"name": f"adoptstream-rollout:{rollout.name}"}
         interval = _interval(windows)
         if interval:

@@ -1,5 +1,5 @@
 """The plan-independent rules (deploy/prometheus/rules/adoptstream.rules.yml): recording rules for
-adoption and stickiness, the stickiness alert and the operational alerts for SREs.
+adoption, stickiness, engagement and satisfaction, the stickiness alert and the operational alerts for SREs.
 
 The YAML below is the source; ``adoptstream rules static`` writes it with the runbook and dashboard base
 URLs filled in, and the shipped file is that output with the defaults (a unit test keeps them equal).
@@ -63,6 +63,109 @@ groups:
         expr: sum by (reason) (rate(adoptstream_dead_letters_total[5m]))
       - record: adoptstream:consumer_lag:records
         expr: sum by (topic) (adoptstream_consumer_lag_records)
+
+  # Contract v2 (section 3): engagement depth and satisfaction. Each family is summed over workers once
+  # (the contract's rule), the seed KPIs are derived from those sums.
+  - name: adoptstream.engagement
+    rules:
+      - record: adoptstream:active_days_users:sum
+        expr: sum by (feature, period, days) (adoptstream_active_days_users)
+      - record: adoptstream:lifecycle_users:sum
+        expr: sum by (feature, period, state) (adoptstream_lifecycle_users)
+      - record: adoptstream:signed_up_users:sum
+        expr: sum by (period) (adoptstream_signed_up_users)
+      - record: adoptstream:feedback_users:sum
+        expr: sum by (feature, scale, period, score) (adoptstream_feedback_users)
+      - record: adoptstream:feedback_answers:users
+        expr: sum by (feature, scale, period) (adoptstream:feedback_users:sum)
+      # Stickiness as a distribution: the share of the period's active users active on >= min_days dates.
+      - record: adoptstream:active_days_at_least:ratio
+        labels:
+          period: 7d
+          min_days: "2"
+        expr: |
+          sum by (feature, period) (adoptstream:active_days_users:sum{period="7d",days=~"[2-7]"})
+          /
+          (sum by (feature, period) (adoptstream:active_days_users:sum{period="7d"}) > 0)
+      - record: adoptstream:active_days_at_least:ratio
+        labels:
+          period: 7d
+          min_days: "4"
+        expr: |
+          sum by (feature, period) (adoptstream:active_days_users:sum{period="7d",days=~"[4-7]"})
+          /
+          (sum by (feature, period) (adoptstream:active_days_users:sum{period="7d"}) > 0)
+      - record: adoptstream:active_days_at_least:ratio
+        labels:
+          period: 30d
+          min_days: "4"
+        expr: |
+          sum by (feature, period) (
+            adoptstream:active_days_users:sum{period="30d",days=~"[4-9]|[12][0-9]|30"}
+          )
+          /
+          (sum by (feature, period) (adoptstream:active_days_users:sum{period="30d"}) > 0)
+      - record: adoptstream:active_days_at_least:ratio
+        labels:
+          period: 30d
+          min_days: "8"
+        expr: |
+          sum by (feature, period) (adoptstream:active_days_users:sum{period="30d",days=~"[89]|[12][0-9]|30"})
+          /
+          (sum by (feature, period) (adoptstream:active_days_users:sum{period="30d"}) > 0)
+      - record: adoptstream:active_days_at_least:ratio
+        labels:
+          period: 30d
+          min_days: "15"
+        expr: |
+          sum by (feature, period) (adoptstream:active_days_users:sum{period="30d",days=~"1[5-9]|2[0-9]|30"})
+          /
+          (sum by (feature, period) (adoptstream:active_days_users:sum{period="30d"}) > 0)
+      # First-time users: `new` among the period's active users (new + returning + resurrecting).
+      - record: adoptstream:first_time_users:ratio
+        expr: |
+          sum by (feature, period) (adoptstream:lifecycle_users:sum{state="new"})
+          /
+          (
+            sum by (feature, period) (adoptstream:lifecycle_users:sum{state=~"new|returning|resurrecting"})
+            > 0
+          )
+      # Adoption rate: users whose first use of anything is in the period / users who signed up in it
+      # (period="30d" is the monthly adoption rate). It can exceed 1: earlier signups count when they start.
+      - record: adoptstream:adoption_rate:ratio
+        expr: |
+          sum by (period) (adoptstream:lifecycle_users:sum{feature="*",state="new"})
+          /
+          (adoptstream:signed_up_users:sum > 0)
+      # NPS: (promoters 9-10 - detractors 0-6) / all answers x 100, from -100 to 100.
+      - record: adoptstream:nps:score
+        expr: |
+          100 * (
+            sum by (feature, period) (adoptstream:feedback_users:sum{scale="nps",score=~"9|10"})
+            - sum by (feature, period) (adoptstream:feedback_users:sum{scale="nps",score=~"[0-6]"})
+          )
+          / on(feature, period)
+          (adoptstream:feedback_answers:users{scale="nps"} > 0)
+      # CSAT: the share of answers 4-5 on the 1-5 scale.
+      - record: adoptstream:csat:ratio
+        expr: |
+          sum by (feature, period) (adoptstream:feedback_users:sum{scale="csat",score=~"4|5"})
+          / on(feature, period)
+          (adoptstream:feedback_answers:users{scale="csat"} > 0)
+      # CES: the mean score on the 1-7 scale (every score is exported, possibly 0).
+      - record: adoptstream:ces:mean
+        expr: |
+          (
+              1 * sum by (feature, period) (adoptstream:feedback_users:sum{scale="ces",score="1"})
+            + 2 * sum by (feature, period) (adoptstream:feedback_users:sum{scale="ces",score="2"})
+            + 3 * sum by (feature, period) (adoptstream:feedback_users:sum{scale="ces",score="3"})
+            + 4 * sum by (feature, period) (adoptstream:feedback_users:sum{scale="ces",score="4"})
+            + 5 * sum by (feature, period) (adoptstream:feedback_users:sum{scale="ces",score="5"})
+            + 6 * sum by (feature, period) (adoptstream:feedback_users:sum{scale="ces",score="6"})
+            + 7 * sum by (feature, period) (adoptstream:feedback_users:sum{scale="ces",score="7"})
+          )
+          / on(feature, period)
+          (adoptstream:feedback_answers:users{scale="ces"} > 0)
 
   - name: adoptstream.adoption
     rules:

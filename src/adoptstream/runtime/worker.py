@@ -155,7 +155,8 @@ class Worker:
         )
 
     def _counter(self, group: str) -> Callable[[], None]:
-        return lambda: self.stats.rebalances.labels(group).inc()
+        # the series exists at 0 before the first assignment, so increase() and changes() count that one
+        return self.stats.rebalances.labels(group).inc
 
     @property
     def web_port(self) -> int:

@@ -51,10 +51,18 @@ RUNBOOKS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class RenderOptions:
-    """Where alerts link to: the runbooks (docs/runbooks/ published somewhere) and the dashboards."""
+    """Where alerts link to: the runbooks (docs/runbooks/ published somewhere), the dashboards and, when
+    one is served (`adoptstream report --serve`), the rollout report (annotation ``report_url``)."""
 
     runbook_base_url: str = DEFAULT_RUNBOOK_BASE_URL
     dashboard_base_url: str = DEFAULT_DASHBOARD_BASE_URL
+    report_base_url: str | None = None
+
+    def report(self, rollout: str) -> dict[str, str]:
+        """The ``report_url`` annotation of a rollout's alerts (none without a report base URL)."""
+        if not self.report_base_url:
+            return {}
+        return {"report_url": f"{self.report_base_url.rstrip('/')}/#{report_anchor(rollout)}"}
 
     def runbook(self, alertname: str) -> str:
         return f"{self.runbook_base_url.rstrip('/')}/{RUNBOOKS[alertname]}"
@@ -62,6 +70,11 @@ class RenderOptions:
     def dashboard(self, name: str, **params: str) -> str:
         query = "&".join(f"var-{k}={quote_plus(v)}" for k, v in params.items())
         return f"{self.dashboard_base_url.rstrip('/')}/{name}" + (f"?{query}" if query else "")
+
+
+def report_anchor(rollout: str) -> str:
+    """The id of a rollout's section in the rollout report (``adoptstream report``)."""
+    return "rollout-" + quote_plus(rollout)
 
 
 def template_literal(text: str) -> str:
@@ -196,6 +209,7 @@ def _wave_alerts(rollout: Rollout, wave: Wave, options: RenderOptions) -> list[d
             ),
             "runbook_url": options.runbook("AdoptionRolloutStalled"),
             "dashboard_url": dashboard,
+            **options.report(rollout.name),
         },
     }
     behind_plan = {
@@ -226,6 +240,7 @@ def _wave_alerts(rollout: Rollout, wave: Wave, options: RenderOptions) -> list[d
             ),
             "runbook_url": options.runbook("AdoptionBehindPlan"),
             "dashboard_url": dashboard,
+            **options.report(rollout.name),
         },
     }
     return [stalled, behind_plan]
@@ -292,6 +307,7 @@ def _switchover_alerts(rollout: Rollout, so: Switchover, options: RenderOptions)
                 ),
                 "runbook_url": options.runbook("AdoptionSwitchoverStalled"),
                 "dashboard_url": dashboard,
+                **options.report(rollout.name),
             },
         },
         {
@@ -318,6 +334,7 @@ def _switchover_alerts(rollout: Rollout, so: Switchover, options: RenderOptions)
                 ),
                 "runbook_url": options.runbook("AdoptionSwitchoverBehindPlan"),
                 "dashboard_url": dashboard,
+                **options.report(rollout.name),
             },
         },
     ]

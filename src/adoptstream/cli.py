@@ -13,6 +13,7 @@ SUBCOMMANDS: dict[str, str] = {
     "worker": "adoptstream.runtime.cli",
     "publish": "adoptstream.publish",
     "rules": "adoptstream.rollout.cli",
+    "report": "adoptstream.report.cli",
 }
 
 

@@ -110,6 +110,12 @@ def _curve(curve: str, start: float, deadline: float, target: float) -> str:
     return f"{number(target)} * {elapsed}"
 
 
+def expected_ratio_expr(plan: Wave | Switchover) -> str:
+    """PromQL for the ratio a wave's (or switch-over's) plan expects at the evaluation time: what its
+    ``..._expected:ratio`` rule records, usable over any range (the rollout report draws the plan line)."""
+    return _curve(plan.curve, plan.start, plan.deadline, plan.target)
+
+
 def _started(start: float) -> str:
     return f"on() (vector(time()) >= {number(start)})"
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs Debian's Prometheus and Alertmanager (with promtool and amtool) when missing.
+# Installs Debian's Prometheus and Alertmanager (with promtool and amtool) and Chromium (the rollout
+# report's browser test) when missing.
 # Needs root for apt-get; without it, says what is missing and lets the e2e tests skip.
 set -u
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "note: ${need[*]} missing and not root: install them (apt-get install ${need[*]}) for the e2e tests" >&2

@@ -178,32 +178,12 @@ class Monitoring:
             self.note = f"monitoring: skipped ({why})"
             return False
         try:
-            from adoptstream_dev.monitoring_stack import STATIC_RULES, MonitoringStack
-            from adoptstream_dev.scenario import StallScenario
+            from adoptstream_dev.scenario import StallScenario, scenario_stack
 
             shutil.rmtree(self.workdir, ignore_errors=True)  # fresh TSDB and configs every run
-            self.workdir.mkdir(parents=True)
             scenario = StallScenario()
-            plan = self.workdir / "demo-plan.yaml"
-            plan.write_text(scenario.plan_yaml(time.time() - 60), encoding="utf-8")
-            rules = self.workdir / "rollouts.rules.yml"
-            await _cli("rules", "render", str(plan), "-o", str(rules))
-            stack = MonitoringStack(
-                self.workdir,
-                scrape_targets=[worker_target],
-                rule_files=[STATIC_RULES, rules],
-                scrape_interval_s=1,
-                evaluation_interval_s=1,
-            )
-            routes = self.workdir / "alertmanager.yml"
-            hook = stack.webhook_url
-            await _cli(
-                "rules", "alertmanager", str(plan), "-o", str(routes),
-                "--owner-webhook-url", f"{hook}/owners/{{owner}}",
-                "--sre-webhook-url", f"{hook}/sre",
-                "--product-webhook-url", f"{hook}/product",
-            )  # fmt: skip
-            stack.alertmanager_config = routes
+            stack = scenario_stack(scenario, self.workdir, [worker_target])
+            plan = self.workdir / "plan.yaml"
             await asyncio.to_thread(stack.start)
         except Exception as exc:  # optional part: never let it break the demo
             reason = str(exc).splitlines()[0].removesuffix("; log tail:") if str(exc) else ""
@@ -269,22 +249,6 @@ class Monitoring:
         except Exception as exc:
             return f"monitoring stack stop failed: {exc}"
         return "Prometheus, Alertmanager and the webhook receiver stopped"
-
-
-async def _cli(*args: str, timeout_s: float = 60) -> None:
-    """Run an `adoptstream` subcommand; RuntimeError with its output when it fails."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "adoptstream", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        output, _ = await asyncio.wait_for(proc.communicate(), timeout=timeout_s)
-    except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise RuntimeError(f"adoptstream {args[0]} {args[1]} timed out") from None
-    if proc.returncode != 0:
-        raise RuntimeError(f"adoptstream {' '.join(args[:2])}: {output.decode(errors='replace').strip()}")
 
 
 async def _monitoring_flow(

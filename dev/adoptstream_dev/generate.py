@@ -1,4 +1,4 @@
-"""`adoptstream-dev generate`: realistic synthetic usage events (CONTRACT section 1).
+"""`adoptstream-dev generate`: realistic synthetic usage events (CONTRACT sections 1 and 3.1).
 
 `TrafficGenerator` is pure and importable (tests, the benchmark and `adoptstream-dev demo` reuse it). Each
 user has a story: a signup, exposures to features (carrying the user's rollout wave or department as
@@ -6,6 +6,11 @@ cohort), a first use after a log-normal delay (minutes to days) for a per-featur
 repeated uses until they drift away. Feature popularity is Zipf-skewed, traffic follows a working-hours
 rhythm (UTC), and the stream holds a few retried duplicates, out-of-order timestamps, all three `ts`
 formats (integer ms, float ms, RFC 3339 with `Z` or an offset) and, on request, invalid lines.
+
+Contract v2 (section 3.1): most uses carry `duration_ms`, the task's time (log-normal around the
+feature's median, slower for a user's first use), and users who use a feature now and then answer a
+survey (`feedback`): CSAT 1-5, CES 1-7 (7: very easy) or NPS 0-10 about the feature, or, less often,
+about the product as a whole. Scores follow the feature's own satisfaction, so features differ.
 
 `events(count)` yields exactly `count` lines spread over the past `days` ending at `now_ms`
 (deterministic for a seed and `now_ms`); `live(now_ms)` continues the same stories in real time.
@@ -46,23 +51,34 @@ class FeatureSpec:
     adoption: float  # probability that an exposed user ever uses it
     median_delay_min: float  # median time from exposure to first use
     rollout: str  # "ga" (everyone at signup), "waves" (pilot, wave-1, wave-2), "departments"
+    satisfaction: float  # 0..1: where its survey answers centre (0.5: lukewarm)
+    task_median_s: float  # median time a task with it takes
 
 
 # Ordered by popularity: repeated uses pick a feature with Zipf weights over this order.
 FEATURES: tuple[FeatureSpec, ...] = (
-    FeatureSpec("search", 0.97, 0.80, 15, "ga"),
-    FeatureSpec("dashboards", 0.90, 0.62, 60, "ga"),
-    FeatureSpec("export.csv", 0.85, 0.48, 240, "ga"),
-    FeatureSpec("notifications", 0.80, 0.52, 90, "ga"),
-    FeatureSpec("dark-mode", 0.70, 0.40, 30, "waves"),
-    FeatureSpec("comments", 0.65, 0.36, 300, "ga"),
-    FeatureSpec("share-link", 0.60, 0.30, 600, "waves"),
-    FeatureSpec("ai/assist", 0.55, 0.26, 1440, "waves"),
-    FeatureSpec("calendar-sync", 0.45, 0.20, 720, "departments"),
-    FeatureSpec("bulk-edit", 0.40, 0.15, 2880, "departments"),
-    FeatureSpec("api-tokens", 0.30, 0.12, 4320, "departments"),
-    FeatureSpec("offline-mode", 0.25, 0.08, 2880, "waves"),
+    FeatureSpec("search", 0.97, 0.80, 15, "ga", 0.78, 4),
+    FeatureSpec("dashboards", 0.90, 0.62, 60, "ga", 0.70, 40),
+    FeatureSpec("export.csv", 0.85, 0.48, 240, "ga", 0.62, 12),
+    FeatureSpec("notifications", 0.80, 0.52, 90, "ga", 0.50, 2),
+    FeatureSpec("dark-mode", 0.70, 0.40, 30, "waves", 0.86, 1),
+    FeatureSpec("comments", 0.65, 0.36, 300, "ga", 0.66, 25),
+    FeatureSpec("share-link", 0.60, 0.30, 600, "waves", 0.74, 6),
+    FeatureSpec("ai/assist", 0.55, 0.26, 1440, "waves", 0.45, 90),
+    FeatureSpec("calendar-sync", 0.45, 0.20, 720, "departments", 0.40, 30),
+    FeatureSpec("bulk-edit", 0.40, 0.15, 2880, "departments", 0.58, 180),
+    FeatureSpec("api-tokens", 0.30, 0.12, 4320, "departments", 0.55, 60),
+    FeatureSpec("offline-mode", 0.25, 0.08, 2880, "waves", 0.35, 20),
 )
+# Survey answers (CONTRACT 3.1): scale -> (lowest, highest score). CES is asked as "it was easy to ...":
+# 7 strongly agree (low effort), 1 strongly disagree.
+SCALES: dict[str, tuple[int, int]] = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}
+# Which scale an in-app survey about a feature asks, and one about the whole product (mostly NPS).
+FEATURE_SCALES: tuple[tuple[str, float], ...] = (("csat", 0.45), ("ces", 0.30), ("nps", 0.25))
+PRODUCT_SCALES: tuple[tuple[str, float], ...] = (("nps", 0.70), ("csat", 0.30))
+PRODUCT_SATISFACTION = 0.68
+PRODUCT_SURVEY_SHARE = 0.25  # of the answers: about the product, without a feature
+MAX_DURATION_MS = 86_400_000
 ZIPF_S = 1.1
 WAVES: tuple[tuple[str, float], ...] = (("pilot", 0.05), ("wave-1", 0.35), ("wave-2", 0.60))
 # when each wave's rollout starts, as a fraction of the historical window
@@ -101,6 +117,7 @@ class _User:
     tenant: str
     activity: int  # how many tickets in the repeated-use pool each adopted feature gets
     signup_ms: int
+    mood: float  # how much kinder (or harsher) than average this user's survey answers are
 
 
 def _weighted(rng: random.Random, items: tuple[tuple[str, float], ...]) -> str:
@@ -139,6 +156,8 @@ class TrafficGenerator:
         invalid_ratio: float = 0.0,
         out_of_order_ratio: float = 0.03,
         live_signup_ratio: float = 0.01,
+        feedback_ratio: float = 0.02,
+        duration_ratio: float = 0.7,
     ) -> None:
         if users < 1:
             raise ValueError("users must be >= 1")
@@ -149,6 +168,8 @@ class TrafficGenerator:
             ("invalid_ratio", invalid_ratio),
             ("out_of_order_ratio", out_of_order_ratio),
             ("live_signup_ratio", live_signup_ratio),
+            ("feedback_ratio", feedback_ratio),
+            ("duration_ratio", duration_ratio),
         ):
             if not 0 <= ratio <= 1:
                 raise ValueError(f"{name} must be between 0 and 1")
@@ -160,6 +181,8 @@ class TrafficGenerator:
         self.invalid_ratio = invalid_ratio
         self.out_of_order_ratio = out_of_order_ratio
         self.live_signup_ratio = live_signup_ratio
+        self.feedback_ratio = feedback_ratio  # of the repeated uses: followed by a survey answer
+        self.duration_ratio = duration_ratio  # of the uses: carry duration_ms
         self.users: list[_User] = []
         self._heap: list[tuple[int, int, int, int, int]] = []  # (due ms, seq, kind, user, feature)
         self._seq = 0
@@ -239,6 +262,7 @@ class TrafficGenerator:
             tenant=TENANTS[min(int(rng.paretovariate(1.2)) - 1, len(TENANTS) - 1)],
             activity=min(8, int(rng.paretovariate(1.5))),
             signup_ms=t,
+            mood=rng.gauss(0, 0.12),
         )
         self.users.append(user)
         for f, spec in enumerate(FEATURES):
@@ -277,7 +301,7 @@ class TrafficGenerator:
         lifetime = int(self.rng.lognormvariate(math.log(12 * DAY_MS), 1.0))
         ticket = (idx, f, due + lifetime)
         self._pool.extend([ticket] * user.activity)
-        return self._line(user, "use", spec.name, due)
+        return self._use(user, spec, due, first=True)
 
     def _exposure_cohort(self, user: _User, spec: FeatureSpec) -> str | None:
         if self.rng.random() < 0.05:
@@ -304,16 +328,39 @@ class TrafficGenerator:
         if chosen is None:
             return None
         idx, f, _ = chosen
+        if rng.random() < self.feedback_ratio:  # an in-app survey after the task
+            return self._feedback(self.users[idx], FEATURES[f], t)
         ts = t
         if rng.random() < self.out_of_order_ratio:  # an offline client catching up
             ts = t - int(rng.lognormvariate(math.log(20 * MINUTE_MS), 1.3))
-        return self._line(self.users[idx], "use", FEATURES[f].name, ts)
+        return self._use(self.users[idx], FEATURES[f], ts)
 
     def _organic_use(self, t: int) -> bytes:
         idx = self.rng.randrange(len(self.users))
         f = bisect.bisect_left(self._zipf_cum, self.rng.random() * self._zipf_cum[-1])
         self._pool.append((idx, f, t + DAY_MS))
-        return self._line(self.users[idx], "use", FEATURES[f].name, t)
+        return self._use(self.users[idx], FEATURES[f], t, first=True)
+
+    def _use(self, user: _User, spec: FeatureSpec, ts: int, *, first: bool = False) -> bytes:
+        """A use; most clients time the task (`duration_ms`, log-normal, slower the first time)."""
+        rng = self.rng
+        if rng.random() >= self.duration_ratio:
+            return self._line(user, "use", spec.name, ts)
+        median_ms = spec.task_median_s * 1000 * (1.8 if first else 1.0)
+        duration = min(MAX_DURATION_MS, int(rng.lognormvariate(math.log(median_ms), 0.9)))
+        return self._line(user, "use", spec.name, ts, fields={"duration_ms": duration})
+
+    def _feedback(self, user: _User, spec: FeatureSpec, ts: int) -> bytes:
+        """One survey answer about `spec`, or (now and then) about the product as a whole."""
+        rng = self.rng
+        if rng.random() < PRODUCT_SURVEY_SHARE:
+            feature, scale, centre = None, _weighted(rng, PRODUCT_SCALES), PRODUCT_SATISFACTION
+        else:
+            feature, scale, centre = spec.name, _weighted(rng, FEATURE_SCALES), spec.satisfaction
+        low, high = SCALES[scale]
+        latent = min(1.0, max(0.0, centre + user.mood + rng.gauss(0, 0.16)))
+        score = low + round(latent * (high - low))
+        return self._line(user, "feedback", feature, ts, fields={"scale": scale, "score": score})
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -369,6 +416,7 @@ class TrafficGenerator:
         *,
         cohort: str | None = None,
         source: str | None = None,
+        fields: dict[str, object] | None = None,
     ) -> bytes:
         event: dict[str, object] = {
             "event_id": self._event_id(),
@@ -378,6 +426,8 @@ class TrafficGenerator:
         if feature is not None:
             event["feature"] = feature
         event["ts"] = self._ts(user, source, ms)
+        if fields:
+            event.update(fields)
         if cohort is not None:
             event["cohort"] = cohort
         event["tenant"] = user.tenant
@@ -509,6 +559,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--duplicate-ratio", type=_ratio, default=0.01, help="retried duplicates (0.01)")
     p.add_argument("--invalid-ratio", type=_ratio, default=0.0, help="contract-breaking lines (0)")
     p.add_argument("--out-of-order-ratio", type=_ratio, default=0.03, help="late uses (0.03)")
+    p.add_argument(
+        "--feedback-ratio", type=_ratio, default=0.02, help="repeated uses answered by a survey (0.02)"
+    )
+    p.add_argument("--duration-ratio", type=_ratio, default=0.7, help="uses carrying duration_ms (0.7)")
     add_flags(p, TopicSettings)  # with --rate: where to
     p.add_argument("--backfill", type=int, default=0, help="with --rate: first publish N historical events")
     p.add_argument("--duration", type=float, default=None, help="with --rate: stop after S seconds")
@@ -526,6 +580,8 @@ def run(args: argparse.Namespace) -> int:
             duplicate_ratio=args.duplicate_ratio,
             invalid_ratio=args.invalid_ratio,
             out_of_order_ratio=args.out_of_order_ratio,
+            feedback_ratio=args.feedback_ratio,
+            duration_ratio=args.duration_ratio,
         )
     except ValueError as exc:
         print(f"adoptstream-dev generate: {exc}", file=sys.stderr)

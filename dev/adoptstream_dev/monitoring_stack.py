@@ -187,6 +187,7 @@ class MonitoringStack:
         ready_timeout_s: float = 60,
         targets: Sequence[str] | None = None,
         data_dir: str | os.PathLike[str] | None = None,
+        plan_files: Sequence[str | os.PathLike[str]] = (),
     ) -> None:
         directory = workdir if workdir is not None else data_dir
         if directory is None:
@@ -197,6 +198,7 @@ class MonitoringStack:
             Path(p).resolve() for p in (rule_files if rule_files is not None else [STATIC_RULES])
         ]
         self.alertmanager_config = alertmanager_config
+        self.plan_files = [Path(p).resolve() for p in plan_files]  # the rollout plans behind its rules
         self.scrape_interval_s = scrape_interval_s
         self.evaluation_interval_s = evaluation_interval_s
         self.job = job

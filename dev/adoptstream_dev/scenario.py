@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -166,23 +167,31 @@ def scenario_stack(
     workdir: Path,
     scrape_targets: list[str],
     start: float | None = None,
+    *,
+    extra_plans: Sequence[Path] = (),
+    report_base_url: str | None = None,
 ) -> MonitoringStack:
-    """A MonitoringStack (not started) watching ``scenario``'s plan: the static rules plus the rules
-    rendered from the plan, and Alertmanager routes sending the owner's alerts to the built-in webhook
-    (``/owners/<owner>``) and SRE's to ``/sre``. Publish ``scenario.events_due(...)`` to the worker's
-    topic and read ``stack.received_alerts()`` (``make demo`` does both).
+    """A MonitoringStack (not started) watching ``scenario``'s plan (written to ``workdir/plan.yaml``,
+    ``start`` defaulting to a minute ago) and any ``extra_plans``: the static rules plus the rules
+    rendered from the plans (their alerts link to the rollout report at ``report_base_url`` when given),
+    and Alertmanager routes sending each owner's alerts to the built-in webhook (``/owners/<owner>``),
+    SRE's to ``/sre``. Publish ``scenario.events_due(...)`` to the worker's topic and read
+    ``stack.received_alerts()``: the demo and the end-to-end tests build their stack here.
     """
     from adoptstream.rollout.alertmanager import ReceiverOptions, render_alertmanager_text
     from adoptstream.rollout.plan import load_plans
-    from adoptstream.rollout.rules import render_rules_text
+    from adoptstream.rollout.rules import RenderOptions, render_rules_text
     from adoptstream_dev.monitoring_stack import STATIC_RULES, MonitoringStack
 
     workdir.mkdir(parents=True, exist_ok=True)
     plan_path = workdir / "plan.yaml"
     plan_path.write_text(scenario.plan_yaml(time.time() - 60 if start is None else start), encoding="utf-8")
-    plans = load_plans([plan_path])
+    plan_files = [plan_path, *extra_plans]
+    sources = [str(p) for p in plan_files]
+    plans = load_plans(plan_files)
     rules_path = workdir / "rollouts.rules.yml"
-    rules_path.write_text(render_rules_text(plans, [str(plan_path)]), encoding="utf-8")
+    options = RenderOptions(report_base_url=report_base_url)
+    rules_path.write_text(render_rules_text(plans, sources, options), encoding="utf-8")
 
     def alertmanager(webhook: str) -> str:
         options = ReceiverOptions(
@@ -190,11 +199,12 @@ def scenario_stack(
             sre_webhook_url=f"{webhook}/sre",
             product_webhook_url=f"{webhook}/product",
         )
-        return render_alertmanager_text(plans, [str(plan_path)], options)
+        return render_alertmanager_text(plans, sources, options)
 
     return MonitoringStack(
         workdir / "monitoring",
         scrape_targets=scrape_targets,
         rule_files=[STATIC_RULES, rules_path],
         alertmanager_config=alertmanager,
+        plan_files=plan_files,
     )

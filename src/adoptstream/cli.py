@@ -14,6 +14,7 @@ SUBCOMMANDS: dict[str, str] = {
     "publish": "adoptstream.publish",
     "rules": "adoptstream.rollout.cli",
     "gate": "adoptstream.rollout.gate",
+    "report": "adoptstream.report.cli",
 }
 
 

@@ -1,5 +1,6 @@
 """End to end, for real: events -> broker -> worker -> Prometheus (rules rendered from a plan) ->
-Alertmanager (routes rendered from the plan) -> the owner's webhook.
+Alertmanager (routes rendered from the plan) -> the owner's webhook. The stack is the demo's
+(`adoptstream_dev.scenario.scenario_stack`).
 
 The plan has two waves of one feature. Time is compressed through the plan's windows: a 40 s stall
 window instead of days, a 4 s ``for:``, 1 s scrape and evaluation, Alertmanager's group wait derived from
@@ -15,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,18 +23,10 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from adoptstream_dev.monitoring_stack import STATIC_RULES, MonitoringStack
-from adoptstream_dev.scenario import StallScenario
+from adoptstream_dev.scenario import StallScenario, scenario_stack
 from tests.e2e.conftest import needs_monitoring
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, needs_monitoring, pytest.mark.timeout(300)]
-
-
-def cli(*args: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "adoptstream", *args], capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 async def publish_traffic(bootstrap: str, topic: str, scenario: StallScenario, stop: asyncio.Event) -> int:
@@ -66,27 +57,8 @@ async def test_stalled_wave_alerts_its_owner_and_healthy_wave_stays_silent(
     kafka_broker: Any, unique_topic: str, start_worker: Any, tmp_path: Path
 ) -> None:
     scenario = StallScenario()
-    plan = tmp_path / "plan.yaml"
-    plan.write_text(scenario.plan_yaml(time.time() - 60), encoding="utf-8")
-    rules = tmp_path / "rollouts.rules.yml"
-    cli("rules", "render", str(plan), "-o", str(rules))
-
     worker = start_worker(kafka_broker.bootstrap, unique_topic, f"e2e-{scenario.run_id}")
-    stack = MonitoringStack(
-        tmp_path / "monitoring",
-        scrape_targets=[worker.target],
-        rule_files=[STATIC_RULES, rules],
-        scrape_interval_s=1,
-        evaluation_interval_s=1,
-    )
-    am_config = tmp_path / "alertmanager.yml"
-    cli(
-        "rules", "alertmanager", str(plan), "-o", str(am_config),
-        "--owner-webhook-url", f"{stack.webhook_url}/owners/{{owner}}",
-        "--sre-webhook-url", f"{stack.webhook_url}/sre",
-        "--product-webhook-url", f"{stack.webhook_url}/product",
-    )  # fmt: skip
-    stack.alertmanager_config = am_config
+    stack = scenario_stack(scenario, tmp_path, [worker.target], report_base_url="http://127.0.0.1:9/report")
     stop = asyncio.Event()
     traffic: asyncio.Task[int] | None = None
     try:
@@ -172,6 +144,9 @@ async def test_stalled_wave_alerts_its_owner_and_healthy_wave_stays_silent(
         assert "stands at 20% of 40 exposed users" in description
         assert f"Owner: {scenario.owner} (team {scenario.team})" in description
         assert stalled_alert["annotations"]["runbook_url"].endswith("/adoption-rollout-stalled.md")
+        assert stalled_alert["annotations"]["report_url"] == (
+            f"http://127.0.0.1:9/report/#rollout-{scenario.rollout}"
+        )
         # within its window: the stall window, the hold, the group wait, and a few scrape/eval cycles
         assert stalled_after <= scenario.window_s + scenario.hold_s + 4 + 20, stalled_after
         # only the owner heard about it; SRE got no adoption alert

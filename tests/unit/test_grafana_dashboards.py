@@ -3,21 +3,24 @@
 Every expression a dashboard runs (panel targets, annotation queries, the selectors inside variable
 queries) is checked against the metric names the project exports or records, and, when promtool is on
 PATH (`make test` installs it), parsed by Prometheus itself through a throwaway rules file.
+tests/e2e/test_dashboards_live.py runs every one of them against a live worker and Prometheus.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from adoptstream_dev.dashboard_queries import VARIABLE_RE, iter_panels, load_dashboards, metric_names, queries
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "grafana"
@@ -27,7 +30,12 @@ COMPOSE = ROOT / "docker-compose.yml"
 RULES_DIR = ROOT / "deploy" / "prometheus" / "rules"
 
 # Alert annotations link to these (dashboard_url): they must never change.
-EXPECTED_UIDS = {"adoptstream-adoption", "adoptstream-rollouts", "adoptstream-operations"}
+EXPECTED_UIDS = {
+    "adoptstream-adoption",
+    "adoptstream-rollouts",
+    "adoptstream-operations",
+    "adoptstream-engagement",
+}
 
 CONTRACT_METRICS = {
     "adoptstream_events_total",
@@ -35,6 +43,11 @@ CONTRACT_METRICS = {
     "adoptstream_exposed_users",
     "adoptstream_adopted_users",
     "adoptstream_feature_uses_total",
+    # v2 (CONTRACT section 3)
+    "adoptstream_active_days_users",
+    "adoptstream_lifecycle_users",
+    "adoptstream_signed_up_users",
+    "adoptstream_feedback_users",
 }
 OPERATIONAL_METRICS = {
     "adoptstream_consumer_lag_records",
@@ -48,7 +61,11 @@ OPERATIONAL_METRICS = {
     "adoptstream_build_info",
     "adoptstream_ready",
 }
-HISTOGRAMS = {"adoptstream_time_to_first_use_seconds", "adoptstream_batch_duration_seconds"}
+HISTOGRAMS = {
+    "adoptstream_time_to_first_use_seconds",
+    "adoptstream_batch_duration_seconds",
+    "adoptstream_task_duration_seconds",
+}
 RECORDING_RULES = {
     "adoptstream:stickiness:ratio",
     "adoptstream:adoption:ratio",
@@ -78,7 +95,6 @@ KNOWN_METRICS = (
 MUST_CHART = CONTRACT_METRICS | OPERATIONAL_METRICS | RECORDING_RULES | {h + "_bucket" for h in HISTOGRAMS}
 
 METRIC_RE = re.compile(r"adoptstream[_:][a-z_:]+")
-VARIABLE_RE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
 
 # Concrete values for Grafana's variables, to hand the expressions to promtool.
 GRAFANA_BUILTINS = {
@@ -97,6 +113,7 @@ SAMPLE_VALUES = {
     "owner": "payments",
     "job": "adoptstream",
     "instance": "127.0.0.1:6066",
+    "period": "7d",
 }
 PANEL_TYPES = {"row", "timeseries", "stat", "bargauge", "table", "heatmap", "state-timeline"}
 AGGREGATION_RE = re.compile(
@@ -104,46 +121,17 @@ AGGREGATION_RE = re.compile(
 )
 
 
-def load(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 DASHBOARD_FILES = sorted(DASHBOARD_DIR.glob("*.json"))
 
 
 @pytest.fixture(scope="module")
 def dashboards() -> dict[str, dict[str, Any]]:
-    return {path.name: load(path) for path in DASHBOARD_FILES}
-
-
-def iter_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for panel in panels:
-        yield panel
-        yield from iter_panels(panel.get("panels", []))  # the panels of a collapsed row
-
-
-def variable_query(var: dict[str, Any]) -> str:
-    query = var.get("query", "")
-    return query.get("query", "") if isinstance(query, dict) else str(query)
+    return load_dashboards(DASHBOARD_DIR)
 
 
 def expressions(dash: dict[str, Any]) -> list[tuple[str, str]]:
     """(where, PromQL) for everything the dashboard sends to Prometheus."""
-    found: list[tuple[str, str]] = []
-    for panel in iter_panels(dash["panels"]):
-        for target in panel.get("targets", []):
-            if target.get("expr"):
-                found.append((f"panel {panel['title']!r} target {target.get('refId')}", target["expr"]))
-    for annotation in dash.get("annotations", {}).get("list", []):
-        if annotation.get("expr"):
-            found.append((f"annotation {annotation['name']!r}", annotation["expr"]))
-    for var in dash.get("templating", {}).get("list", []):
-        if var.get("type") != "query":
-            continue
-        query = variable_query(var)
-        match = re.fullmatch(r"\s*label_values\((.*),\s*(\w+)\s*\)\s*", query, re.S)
-        found.append((f"variable ${var['name']}", match.group(1) if match else query))
-    return found
+    return [(query.where, query.expr) for query in queries("", dash)]
 
 
 def all_expressions(dashboards: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
@@ -225,6 +213,7 @@ def test_generated_json_matches_its_source() -> None:
     spec = importlib.util.spec_from_file_location("build_dashboards", GRAFANA / "build_dashboards.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     assert set(module.DASHBOARDS) == {p.name for p in DASHBOARD_FILES}
     for name, build in module.DASHBOARDS.items():
@@ -331,6 +320,25 @@ def test_expressions_are_valid_promql(dashboards: dict[str, dict[str, Any]], tmp
     index = "\n".join(f"grafana:expr_{i} = {where}: {expr}" for i, (where, expr) in enumerate(exprs))
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{index}"
     assert f"SUCCESS: {len(rules)} rules found" in result.stdout, result.stdout
+
+
+def test_metric_names_come_from_the_syntax_tree(dashboards: dict[str, dict[str, Any]]) -> None:
+    """What the regex above finds is what Prometheus' grammar finds, plus `up` and `ALERTS`."""
+    for where, expr in all_expressions(dashboards):
+        names = metric_names(substitute(expr))
+        assert names, f"{where}: selects no metric: {expr}"
+        assert names - {"up", "ALERTS"} == set(METRIC_RE.findall(expr)), f"{where}: {expr}"
+
+
+def test_only_alert_panels_may_be_empty(dashboards: dict[str, dict[str, Any]]) -> None:
+    """The "may be empty" mark (a panel's no-value text) is for alert lists: nothing else hides behind it."""
+    marked = [
+        query for name, dash in dashboards.items() for query in queries(name, dash) if query.may_be_empty
+    ]
+    assert {q.board for q in marked} == {"rollouts.json", "operations.json"}
+    for query in marked:
+        assert metric_names(substitute(query.expr)) == {"ALERTS"}, f"{query}: {query.expr}"
+        assert "vector(" not in query.expr, f"{query}: a constant fallback is never empty"
 
 
 def test_substitution_replaces_every_variable() -> None:

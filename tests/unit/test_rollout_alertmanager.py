@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import textwrap
@@ -125,3 +126,31 @@ def test_notification_templates_execute() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "since:" in proc.stdout and "runbook:" in proc.stdout
+
+
+@pytest.mark.skipif(AMTOOL is None, reason="amtool (Debian prometheus-alertmanager) not installed")
+def test_notifications_link_to_the_rollout_report(tmp_path: Path) -> None:
+    templates = Path(__file__).resolve().parents[2] / "deploy/alertmanager/templates/*.tmpl"
+    alert = {
+        "status": "firing",
+        "labels": {"alertname": "AdoptionBehindPlan", "category": "adoption", "feature": "f", "wave": "w"},
+        "annotations": {
+            "summary": "f adoption behind plan",
+            "runbook_url": "https://wiki/r.md",
+            "report_url": "https://po.example/report/#rollout-r",
+        },
+        "startsAt": "2027-01-01T00:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+    }
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps({"status": "firing", "alerts": [alert], "commonLabels": alert["labels"]}))
+    text = '{{ range .Alerts }}{{ template "adoptstream.alert" . }}{{ end }}'
+    proc = subprocess.run(
+        [AMTOOL, "template", "render", f"--template.glob={templates}", f"--template.text={text}",
+         f"--template.data={data}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "rollout report: https://po.example/report/#rollout-r" in proc.stdout, proc.stdout

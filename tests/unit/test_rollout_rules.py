@@ -185,6 +185,19 @@ def test_links_are_configurable() -> None:
     )
 
 
+def test_alerts_link_to_the_rollout_report_when_it_is_served() -> None:
+    plans = load_plan_text(PLAN)
+    every = [a for g in R.render_rules(plans)["groups"] for a in g["rules"] if "alert" in a]
+    assert every and all("report_url" not in a["annotations"] for a in every)  # no report: no link
+    doc = R.render_rules(plans, R.RenderOptions(report_base_url="https://po.example/report/"))
+    by_rollout = {
+        (a["alert"], a["labels"]["rollout"]): a for g in doc["groups"] for a in g["rules"] if "alert" in a
+    }
+    assert len(by_rollout) == 4
+    for (_, rollout), alert in by_rollout.items():
+        assert alert["annotations"]["report_url"] == f"https://po.example/report/#rollout-{rollout}"
+
+
 def test_template_literal() -> None:
     assert R.template_literal("plain") == "plain"
     assert R.template_literal('{{ x "y" }}') == '{{ "{{ x \\"y\\" }}" }}'

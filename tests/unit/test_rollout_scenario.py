@@ -68,3 +68,20 @@ def test_young_wave_is_a_third_wave_too_small_to_judge() -> None:
     ]
     assert sorted(e["type"] for e in young) == ["exposure"] * 5 + ["signup"] * 5  # exposed, never adopting
     assert len(StallScenario().plan(1_800_000_000)["rollouts"][0]["waves"]) == 2  # off by default
+
+
+def test_scenario_stack_takes_more_plans_and_links_the_report(tmp_path: Path) -> None:
+    extra = tmp_path / "more.yaml"
+    extra.write_text(
+        "rollouts:\n"
+        "  - {name: r2, feature: f2, owner: o2, strategy: big-bang, start: 2027-01-01, duration: 1d}\n"
+    )
+    stack = scenario_stack(StallScenario(), tmp_path / "s", ["127.0.0.1:1"], extra_plans=[extra],
+                           report_base_url="http://127.0.0.1:9/r")  # fmt: skip
+    assert stack.plan_files == [(tmp_path / "s" / "plan.yaml").resolve(), extra.resolve()]
+    rules = yaml.safe_load((tmp_path / "s" / "rollouts.rules.yml").read_text())
+    alerts = [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
+    assert {a["labels"]["rollout"] for a in alerts} == {StallScenario().rollout, "r2"}
+    assert all(a["annotations"]["report_url"].startswith("http://127.0.0.1:9/r/#rollout-") for a in alerts)
+    am = yaml.safe_load(stack.alertmanager_config("http://127.0.0.1:9"))
+    assert "owner-o2" in {r["name"] for r in am["receivers"]}

@@ -57,6 +57,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     render = sub.add_parser("render", help="Prometheus rules (recording + alerts) generated from plans")
     render.add_argument("plans", nargs="+", metavar="PLANS.yaml")
     _links(render)
+    render.add_argument(
+        "--report-base-url",
+        default=None,
+        help="where `adoptstream report --serve` is reachable: the alerts then link to their rollout's "
+        "section (annotation report_url; default: no link)",
+    )
     _output(render)
     render.set_defaults(func=_render)
 
@@ -156,7 +162,11 @@ def _display(paths: list[str]) -> list[str]:
 
 
 def _options(args: argparse.Namespace) -> RenderOptions:
-    return RenderOptions(runbook_base_url=args.runbook_base_url, dashboard_base_url=args.dashboard_base_url)
+    return RenderOptions(
+        runbook_base_url=args.runbook_base_url,
+        dashboard_base_url=args.dashboard_base_url,
+        report_base_url=getattr(args, "report_base_url", None),
+    )
 
 
 def _check(args: argparse.Namespace) -> int:

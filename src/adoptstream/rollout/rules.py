@@ -68,10 +68,18 @@ RUNBOOKS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class RenderOptions:
-    """Where alerts link to: the runbooks (docs/runbooks/ published somewhere) and the dashboards."""
+    """Where alerts link to: the runbooks (docs/runbooks/ published somewhere), the dashboards and, when
+    one is served (`adoptstream report --serve`), the rollout report (annotation ``report_url``)."""
 
     runbook_base_url: str = DEFAULT_RUNBOOK_BASE_URL
     dashboard_base_url: str = DEFAULT_DASHBOARD_BASE_URL
+    report_base_url: str | None = None
+
+    def report(self, rollout: str) -> dict[str, str]:
+        """The ``report_url`` annotation of a rollout's alerts (none without a report base URL)."""
+        if not self.report_base_url:
+            return {}
+        return {"report_url": f"{self.report_base_url.rstrip('/')}/#{report_anchor(rollout)}"}
 
     def runbook(self, alertname: str) -> str:
         return f"{self.runbook_base_url.rstrip('/')}/{RUNBOOKS[alertname]}"
@@ -79,6 +87,11 @@ class RenderOptions:
     def dashboard(self, name: str, **params: str) -> str:
         query = "&".join(f"var-{k}={quote_plus(v)}" for k, v in params.items())
         return f"{self.dashboard_base_url.rstrip('/')}/{name}" + (f"?{query}" if query else "")
+
+
+def report_anchor(rollout: str) -> str:
+    """The id of a rollout's section in the rollout report (``adoptstream report``)."""
+    return "rollout-" + quote_plus(rollout)
 
 
 def template_literal(text: str) -> str:
@@ -112,6 +125,12 @@ def _curve(curve: str, start: float, deadline: float, target: float) -> str:
     if curve == "s-curve":  # smoothstep: slow start, fast middle, slow finish
         return f"{number(target)} * (3 * {elapsed} ^ 2 - 2 * {elapsed} ^ 3)"
     return f"{number(target)} * {elapsed}"
+
+
+def expected_ratio_expr(plan: Wave | Switchover) -> str:
+    """PromQL for the ratio a wave's (or switch-over's) plan expects at the evaluation time: what its
+    ``..._expected:ratio`` rule records, usable over any range (the rollout report draws the plan line)."""
+    return _curve(plan.curve, plan.start, plan.deadline, plan.target)
 
 
 def _started(start: float) -> str:
@@ -247,6 +266,7 @@ def _wave_alerts(rollout: Rollout, wave: Wave, options: RenderOptions) -> list[d
             ),
             "runbook_url": options.runbook("AdoptionRolloutStalled"),
             "dashboard_url": dashboard,
+            **options.report(rollout.name),
         },
     }
     behind_plan = {
@@ -273,6 +293,7 @@ def _wave_alerts(rollout: Rollout, wave: Wave, options: RenderOptions) -> list[d
             ),
             "runbook_url": options.runbook("AdoptionBehindPlan"),
             "dashboard_url": dashboard,
+            **options.report(rollout.name),
         },
     }
     return [stalled, behind_plan]
@@ -339,6 +360,7 @@ def _switchover_alerts(rollout: Rollout, so: Switchover, options: RenderOptions)
                 ),
                 "runbook_url": options.runbook("AdoptionSwitchoverStalled"),
                 "dashboard_url": dashboard,
+                **options.report(rollout.name),
             },
         },
         {
@@ -365,6 +387,7 @@ def _switchover_alerts(rollout: Rollout, so: Switchover, options: RenderOptions)
                 ),
                 "runbook_url": options.runbook("AdoptionSwitchoverBehindPlan"),
                 "dashboard_url": dashboard,
+                **options.report(rollout.name),
             },
         },
     ]

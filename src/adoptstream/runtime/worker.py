@@ -161,7 +161,8 @@ class Worker:
         )
 
     def _counter(self, group: str) -> Callable[[], None]:
-        return lambda: self.stats.rebalances.labels(group).inc()
+        # the series exists at 0 before the first assignment, so increase() and changes() count that one
+        return self.stats.rebalances.labels(group).inc
 
     async def run(self) -> None:
         """Process until `stop()` is called (or SIGINT/SIGTERM when installed).

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from adoptstream.report.data import read_report
-from adoptstream.report.prometheus import Prometheus
 from adoptstream.report.render import render_html
 from adoptstream.rollout.plan import PlanError, PlanSet, load_plans
+from adoptstream.rollout.prometheus import Prometheus
 
 DEFAULT_PROMETHEUS = "http://127.0.0.1:9090"
 SERVED_REFRESH_S = 60

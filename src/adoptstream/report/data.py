@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from adoptstream.report.prometheus import Prometheus, PrometheusError, Series
 from adoptstream.rollout.durations import humanize_duration
 from adoptstream.rollout.plan import PlanSet, Rollout, Switchover, Wave
+from adoptstream.rollout.prometheus import Prometheus, PrometheusError, Series
 from adoptstream.rollout.promql import selector
 from adoptstream.rollout.rules import (
     SWITCHOVER,

@@ -13,55 +13,26 @@ the numbers behind it, and checks that Prometheus runs the rules of this plan.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import math
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from adoptstream.rollout import rules as R
 from adoptstream.rollout.durations import humanize_duration
 from adoptstream.rollout.plan import PlanError, Rollout, Wave, load_plans
+from adoptstream.rollout.prometheus import Prometheus, PrometheusError, Series
 from adoptstream.rollout.promql import one_of, selector
 
 VERDICTS = {R.GATE_PASS: "PASS", R.GATE_FAIL: "FAIL", R.GATE_UNKNOWN: "CANNOT TELL"}
 DEFAULT_TIMEOUT_S = 10.0
 
 
-class PrometheusError(RuntimeError):
-    """Prometheus could not be asked, or did not answer a query."""
-
-
-def query(base_url: str, expr: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[dict[str, Any]]:
-    """The result vector of an instant query (``[{"metric": {...}, "value": [t, "v"]}]``)."""
-    url = f"{base_url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-            body = json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode("utf-8", "replace")
-        with contextlib.suppress(ValueError, AttributeError):  # Prometheus's JSON error, else the text
-            detail = json.loads(detail).get("error", detail)
-        raise PrometheusError(f"Prometheus at {base_url} answered HTTP {exc.code}: {detail[:300]}") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise PrometheusError(f"cannot reach Prometheus at {base_url}: {reason}") from None
-    except ValueError as exc:
-        raise PrometheusError(
-            f"Prometheus at {base_url} answered something that is not JSON: {exc}"
-        ) from None
-    if not isinstance(body, dict) or body.get("status") != "success":
-        error = body.get("error") if isinstance(body, dict) else body
-        raise PrometheusError(f"Prometheus at {base_url} refused the query: {error}")
-    data = body.get("data") or {}
-    if data.get("resultType") != "vector":
-        raise PrometheusError(f"Prometheus at {base_url} answered a {data.get('resultType')}, not a vector")
-    return list(data.get("result") or [])
+def query(base_url: str, expr: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[Series]:
+    """The series of an instant query (NaN values dropped)."""
+    return Prometheus(base_url, timeout_s).instant(expr)
 
 
 @dataclass
@@ -127,20 +98,20 @@ def read_wave(
     """Every recorded series of the wave (and of the rollout's satisfaction floor), in two queries."""
     reading = WaveReading(rollout=rollout.name, wave=wave.name, feature=rollout.feature)
     me = {"rollout": rollout.name, "wave": wave.name}
-    for sample in query(prometheus, selector("", me, {"__name__": one_of(_WAVE_SERIES)}), timeout_s):
-        attr = _WAVE_SERIES.get(sample["metric"].get("__name__", ""))
-        if attr:
-            value = float(sample["value"][1])
+    for series in query(prometheus, selector("", me, {"__name__": one_of(_WAVE_SERIES)}), timeout_s):
+        attr = _WAVE_SERIES.get(series.labels.get("__name__", ""))
+        value = series.last
+        if attr and value is not None:
             setattr(reading, attr, int(value) if attr == "verdict" else value)
     if rollout.satisfaction is not None:
         floor = rollout.satisfaction
         by_scale = {s: ScaleReading(s, v, floor.min_answers) for s, v in floor.floors}
         mine = selector("", {"rollout": rollout.name}, {"__name__": one_of(_SCALE_SERIES)})
-        for sample in query(prometheus, mine, timeout_s):
-            scale = by_scale.get(sample["metric"].get("scale", ""))
-            attr = _SCALE_SERIES.get(sample["metric"].get("__name__", ""))
-            if scale is not None and attr:
-                setattr(scale, attr, float(sample["value"][1]))
+        for series in query(prometheus, mine, timeout_s):
+            scale = by_scale.get(series.labels.get("scale", ""))
+            attr = _SCALE_SERIES.get(series.labels.get("__name__", ""))
+            if scale is not None and attr and series.last is not None:
+                setattr(scale, attr, series.last)
         reading.satisfaction = list(by_scale.values())
     return reading
 

@@ -1,7 +1,11 @@
-"""A small read-only client of Prometheus' HTTP API (instant and range queries, alerts)."""
+"""A small read-only client of Prometheus' HTTP API (instant and range queries, alerts).
+
+What the gate command and the rollout report read the recording rules with.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import urllib.error
@@ -38,20 +42,24 @@ class Prometheus:
         url = f"{self.base_url}/api/v1/{path}"
         if params:
             url += "?" + urllib.parse.urlencode(params)
+        where = f"Prometheus at {self.base_url}"
         try:
             with urllib.request.urlopen(url, timeout=self.timeout_s) as resp:
                 body = json.loads(resp.read())
         except urllib.error.HTTPError as exc:
-            try:
-                reason = json.loads(exc.read()).get("error", exc.reason)
-            except ValueError:
-                reason = exc.reason
-            raise PrometheusError(f"Prometheus refused {params.get('query', path)!r}: {reason}") from None
-        except (OSError, ValueError) as exc:
-            raise PrometheusError(f"cannot read Prometheus at {self.base_url}: {exc}") from None
-        if body.get("status") != "success":
-            raise PrometheusError(f"Prometheus answered {body.get('error', body)}")
-        return body["data"]
+            detail = exc.read().decode("utf-8", "replace")
+            with contextlib.suppress(ValueError, AttributeError):  # Prometheus's JSON error, else the text
+                detail = json.loads(detail).get("error", detail)
+            query = params.get("query", path)
+            raise PrometheusError(f"{where} answered HTTP {exc.code} to {query!r}: {detail[:300]}") from None
+        except ValueError as exc:
+            raise PrometheusError(f"{where} answered something that is not JSON: {exc}") from None
+        except OSError as exc:  # URLError, timeouts, refused connections
+            raise PrometheusError(f"cannot reach {where}: {getattr(exc, 'reason', exc)}") from None
+        if not isinstance(body, dict) or body.get("status") != "success":
+            error = body.get("error") if isinstance(body, dict) else body
+            raise PrometheusError(f"{where} refused the query: {error}")
+        return body.get("data") or {}
 
     def instant(self, expr: str, at: float | None = None) -> list[Series]:
         """An instant query (now, or at unix time ``at``)."""

@@ -513,7 +513,7 @@ def _part_fn(sc: Scenario, n_parts: int) -> Callable[[str], int]:
 
 def check_all_variants(sc: Scenario, *, order_free: bool) -> None:
     arrivals = list(enumerate(sc.raws))
-    expected = model.expected_samples(arrivals, sc.now_ns, sc.scrape_ns)
+    expected = model.v1_series(model.expected_samples(arrivals, sc.now_ns, sc.scrape_ns))
     expected_outcomes = [o for o, _ in model.classify(arrivals, sc.now_ns)]
     T = sc.scrape_ns
 
@@ -529,7 +529,7 @@ def check_all_variants(sc: Scenario, *, order_free: bool) -> None:
     # (b) shuffled order (order-free only when duplicates carry identical content)
     if order_free:
         shuffled = [sc.raws[i] for i in sc.perm]
-        assert model.expected_samples(list(enumerate(shuffled)), sc.now_ns, T) == expected
+        assert model.v1_series(model.expected_samples(list(enumerate(shuffled)), sc.now_ns, T)) == expected
         rt_b = run(sc, shuffled, src_of=[sc.src_of[i] for i in sc.perm], batch=sc.batch)
         assert_samples(scrape(rt_b.merged(), T), expected, "(b) shuffled")
 
@@ -599,7 +599,8 @@ def test_scrape_time_moves_windows_only(sc: Scenario, hours_later: int) -> None:
         sc.scrape_ns + hours_later * DAY - 1,
         sc.scrape_ns + 31 * DAY,
     ):
-        assert_samples(scrape(rt.merged(), t), model.expected_samples(arrivals, sc.now_ns, t), f"T={t}")
+        want = model.v1_series(model.expected_samples(arrivals, sc.now_ns, t))
+        assert_samples(scrape(rt.merged(), t), want, f"T={t}")
 
 
 # -- targeted scenarios (readable, and proof that the generators reach the edges) ---------------------

@@ -1,7 +1,10 @@
-"""Hand-checked examples of the reference model's section 3 (CONTRACT v2).
+"""Hand-checked examples of the reference model's section 3 (CONTRACT v2), and the model on the v2
+strategies' scenarios.
 
-Every expected number here is worked out by hand in the test from the contract's words, not by the
-model: these tests are what makes the model a yardstick for the implementation.
+Every expected number in the examples is worked out by hand in the test from the contract's words,
+not by the model: they are what makes the model a yardstick for the implementation. The generated
+scenarios check what needs no hand: the model is order-free, its families agree with each other,
+and the strategies reach every edge.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ is marked "IMPLEMENTATION CHOICE" below):
   when empty), `exposed_users`/`adopted_users` only for (feature, cohort) pairs with >= 1 exposed
   user, `adoptstream_label_overflow_values` for `feature` and `cohort` (0 without caps).
 
-Section 3 (v2):
+Section 3 (v2), for the implementation to make the same way:
 
 * `"feature": null` on a feedback is an answer without a feature, as `"cohort": null` is an absent
   cohort (section 1); on `exposure` and `use` a null feature stays invalid (the field is required);
@@ -203,7 +203,7 @@ def _is_json_integer(value: object) -> bool:
 
     `_parse` reads numbers with `parse_float=Decimal`: every token with a fraction or an exponent
     (`5.0`, `5e0`, `5E+0`) arrives as a Decimal, every other one (`5`, `-0`) as an int; booleans
-    are bool, which `type(...) is int` rejects.
+    are bool, which `type(...) is int` rejects. IMPLEMENTATION CHOICE: `-0` is the integer 0.
     """
     return type(value) is int
 
@@ -261,7 +261,7 @@ def _parse(raw: bytes | None) -> MEvent:
         if not _is_json_integer(score) or score not in SCALES[scale]:
             raise _Invalid("score")
     if etype == "use" and "duration_ms" in obj:  # other types ignore it, whatever its value
-        duration_ms = obj["duration_ms"]  # null included: "any other value" is invalid
+        duration_ms = obj["duration_ms"]  # IMPLEMENTATION CHOICE: null too is "any other value"
         if not _is_json_integer(duration_ms) or not 0 <= duration_ms <= MAX_DURATION_MS:
             raise _Invalid("duration_ms")
     if "ts" not in obj:
@@ -357,6 +357,7 @@ def expected_samples(
             1 for o, _ in results if o == outcome
         )
     acc = [e for o, e in results if o == ACCEPTED and e is not None]
+    # IMPLEMENTATION CHOICE: a feedback's feature is "seen in any accepted event" too
     features = sorted({e.feature for e in acc if e.feature is not None})
     by_user: dict[str, list[MEvent]] = {}
     for e in acc:
@@ -511,6 +512,7 @@ def _section_3(
                 labels = {"feature": f, "scale": scale, "period": period, "score": str(score)}
                 samples[_key("adoptstream_feedback_users", **labels)] = count
 
+    # IMPLEMENTATION CHOICE: present like the TTFU histogram, for `*` and every feature seen
     bounds = [Fraction(b, 1000) for b in DURATION_BUCKETS_MS]
     for f in [ANY, *features]:
         durations = [

@@ -58,6 +58,11 @@ CONTRACT_PREFIXES = (
     "adoptstream_adopted_users",
     "adoptstream_time_to_first_use_seconds",
     "adoptstream_feature_uses_total",
+    "adoptstream_active_days_users",
+    "adoptstream_lifecycle_users",
+    "adoptstream_signed_up_users",
+    "adoptstream_feedback_users",
+    "adoptstream_task_duration_seconds",
 )
 
 
@@ -71,7 +76,7 @@ def parse_samples(text: str) -> Samples:
 
 
 def contract_only(samples: Samples) -> Samples:
-    """The contract series (CONTRACT section 2), without _created timestamps."""
+    """The contract series (CONTRACT sections 2 and 3), without _created timestamps."""
     return {
         k: v
         for k, v in samples.items()

@@ -499,7 +499,6 @@ def _edges_reached(sc: strategies.Scenario, s: dict[model.SampleKey, float]) -> 
         "answer without feature": any(e.type == "feedback" and e.feature is None for e in accepted),
         "duration on a bound": any(e.duration_ms in strategies.DURATION_BUCKETS_MS for e in accepted),
         "duration max": any(e.duration_ms == 86_400_000 for e in accepted),
-        "score -0": any(b'"score": -0' in r for r in sc.raws if r),
         "feature null": any(b'"feature": null' in r for r in sc.raws if r),
         "invalid v2": any(r is not None and b"feedback" in r and model.parse(r) is None for r in sc.raws),
     }
@@ -519,8 +518,9 @@ def _edges_reached(sc: strategies.Scenario, s: dict[model.SampleKey, float]) -> 
 
 def test_model_on_generated_v2_scenarios() -> None:
     """The v2 strategies write what their specs say and reach every edge; on what they generate the
-    model is order-free and its families agree with each other. Derandomized: the same examples
-    every run, so the coverage check cannot flake."""
+    model is order-free and its families agree with each other. Derandomized, yet the examples
+    still move with what else the session collected, so only edges these strategies reach often are
+    required here; the rare ones (a score written -0) have hand-checked examples above."""
     reached: set[str] = set()
 
     @settings(max_examples=100, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
@@ -538,7 +538,6 @@ def test_model_on_generated_v2_scenarios() -> None:
     everything |= {
         "duration on a bound",
         "duration max",
-        "score -0",
         "feature null",
         "invalid v2",
         "3+ active days",

@@ -294,7 +294,7 @@ async def run_demo(args: argparse.Namespace, out: Any = None) -> int:
         loop.call_later(args.duration, stop.set)
 
     say(f"demo: broker {bootstrap}, topic {topic}, data in {data_dir}")
-    publisher = Publisher(bootstrap, topic, client_id="adoptstream-demo")
+    publisher = Publisher(settings, topic, client_id="adoptstream-demo")
     worker = demo_worker(settings.broker, topic, args.web_port, data_dir)
     monitoring = Monitoring(data_dir / "monitoring")
     live_task: asyncio.Task[None] | None = None

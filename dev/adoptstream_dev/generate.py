@@ -599,9 +599,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"adoptstream-dev generate: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(
-        _live_cli(gen, settings.bootstrap_servers, settings.topic, args.rate, args.backfill, args.duration)
-    )
+    return asyncio.run(_live_cli(gen, settings, args.rate, args.backfill, args.duration))
 
 
 def _write(gen: TrafficGenerator, count: int, output: str | None) -> int:
@@ -650,18 +648,18 @@ async def run_live(
 
 async def _live_cli(
     gen: TrafficGenerator,
-    bootstrap: str,
-    topic: str,
+    settings: TopicSettings,
     rate: float,
     backfill: int,
     duration: float | None,
 ) -> int:
     from adoptstream.publish import Publisher, PublishError
 
-    publisher = Publisher(bootstrap, topic)
+    topic = settings.topic
+    publisher = Publisher(settings, topic)
     try:
         await publisher.start()
-    except PublishError as exc:
+    except (ConfigError, PublishError) as exc:
         print(f"adoptstream-dev generate: {exc}", file=sys.stderr)
         return 1
     stop = asyncio.Event()

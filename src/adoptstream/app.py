@@ -13,12 +13,14 @@ import logging
 import signal
 import sys
 
+from aiokafka.errors import KafkaError
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry
 
 from adoptstream.exposition.collector import AdoptionCollector
 from adoptstream.exposition.operations import OperationsCollector
 from adoptstream.exposition.web import WebServer
 from adoptstream.runtime.config import ConfigError, WorkerConfig, add_flags, from_flags
+from adoptstream.runtime.connection import BrokerUnreachable, kafka_failure
 from adoptstream.runtime.worker import Worker, tune_gc
 
 log = logging.getLogger(__name__)
@@ -104,7 +106,14 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
         asyncio.run(run_worker(config))
-    except ConfigError as exc:
+    except ConfigError as exc:  # a setting that cannot work, a refused login or certificate among them
         print(f"adoptstream worker: {exc}", file=sys.stderr)
         return 2
+    except BrokerUnreachable as exc:
+        print(f"adoptstream worker: {exc}", file=sys.stderr)
+        return 1
+    except KafkaError as exc:
+        message, code = kafka_failure(exc)
+        print(f"adoptstream worker: {message}", file=sys.stderr)
+        return code
     return 0

@@ -11,6 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from adoptstream.runtime.config import ConfigError, WorkerConfig
+from adoptstream.runtime.connection import client_options
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +27,7 @@ async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dic
 
 async def ensure_topics(config: WorkerConfig, timeout_s: float = 30.0) -> int:
     """Make sure all four topics exist; return the partition count of the by-user topic."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=config.bootstrap_servers, client_id=f"{config.app_id}-admin"
-    )
+    admin = AIOKafkaAdminClient(**client_options(config), client_id=f"{config.app_id}-admin")
     await admin.start()
     try:
         names = [config.topic, config.dlq_topic, config.repartition_topic, config.changelog_topic]

@@ -525,7 +525,7 @@ class LocalKafka:
     def _prepare(self, libs: Path) -> None:
         """Write server.properties and the state file; format the storage the first time."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        lines = [f"{k}={v}" for k, v in self._config().items()]
+        lines = [f"{k}={_properties_text(v)}" for k, v in self._config().items()]
         self.properties_path.write_text("# written by adoptstream_dev.localkafka\n" + "\n".join(lines) + "\n")
         state = {"port": self.port, "controller_port": self.controller_port, "libs": str(libs)}
         _write_state(self.data_dir, state)
@@ -644,6 +644,17 @@ class LocalKafka:
 
 
 STATE_FILE = "localkafka.json"
+
+
+def _properties_text(value: str) -> str:
+    """A value as Java reads a .properties file (ISO-8859-1): anything else as \\uXXXX escapes."""
+    if value.isascii():
+        return value
+    units = value.encode("utf-16-be")
+    return "".join(
+        chr(unit) if unit < 128 else f"\\u{unit:04x}"
+        for unit in (int.from_bytes(units[i : i + 2], "big") for i in range(0, len(units), 2))
+    )
 
 
 def _cds_enabled() -> bool:

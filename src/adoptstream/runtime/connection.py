@@ -115,12 +115,13 @@ async def check_connection(settings: KafkaSettings, timeout_s: float | None = No
                         timeout_s,
                     )
                 last = f"{server}: {_reason(exc)}"
-        if time.monotonic() + backoff >= deadline:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             raise BrokerUnreachable(
                 f"no Kafka broker answered at {settings.bootstrap_servers} within {timeout_s:g} s"
                 f" (last: {last}); check {type(settings).where('broker')} and that the brokers run"
             )
-        await asyncio.sleep(backoff)
+        await asyncio.sleep(min(backoff, remaining))
         backoff = min(backoff * 2, 2.0)
 
 

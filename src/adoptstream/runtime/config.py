@@ -194,9 +194,7 @@ class KafkaSettings(Settings):
     )
     @classmethod
     def _readable(cls, value: Path | None) -> Path | None:
-        if value is not None and not (value.is_file() and os.access(value, os.R_OK)):
-            raise ValueError(f"{value}: no such readable file")
-        return value
+        return _readable(value)
 
     @field_validator("connect_timeout_ms")
     @classmethod
@@ -307,6 +305,16 @@ class WorkerConfig(TopicSettings):
         int, setting(6066, "port of /metrics, /healthz, /ready (0 = any free port)", metavar="PORT")
     ]
     web_host: Annotated[str, setting("127.0.0.1", "address the web endpoint binds", metavar="HOST")]
+    web_config_file: Annotated[
+        Path | None,
+        setting(
+            None,
+            "web config file in the format of Prometheus' exporters (tls_server_config,"
+            " basic_auth_users with bcrypt hashes): TLS and basic auth for the web endpoints; unset:"
+            " plain HTTP",
+            metavar="FILE",
+        ),
+    ]
     data_dir: Annotated[
         Path, setting(Path(".run/adoptstream"), "directory for local state (RocksDB)", metavar="DIR")
     ]
@@ -367,6 +375,16 @@ class WorkerConfig(TopicSettings):
             raise ValueError(f"web port {value} out of range")
         return value
 
+    @field_validator("web_config_file", mode="before")
+    @classmethod
+    def _no_web_config_when_empty(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("web_config_file")
+    @classmethod
+    def _web_config_readable(cls, value: Path | None) -> Path | None:
+        return _readable(value)
+
     @field_validator("max_features", "max_cohorts", "batch_max_records")
     @classmethod
     def _positive(cls, value: int) -> int:
@@ -421,6 +439,12 @@ class WorkerConfig(TopicSettings):
     @property
     def state_dir(self) -> Path:
         return self.data_dir / self.app_id / "state"
+
+
+def _readable(value: Path | None) -> Path | None:
+    if value is not None and not (value.is_file() and os.access(value, os.R_OK)):
+        raise ValueError(f"{value}: no such readable file")
+    return value
 
 
 def _positive(value: int) -> int:

@@ -377,7 +377,7 @@ async def _refresh_loop(
             async with session.get(worker.url("/api/summary")) as resp:
                 resp.raise_for_status()
                 body = render_table(await resp.json())
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             body = f"(worker not answering /api/summary: {type(exc).__name__} {exc})"
         now = time.monotonic()
         stats = publisher.stats

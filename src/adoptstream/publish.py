@@ -300,7 +300,7 @@ class Publisher:
         producer, self._producer = self._producer, None
         try:
             await asyncio.wait_for(producer.stop(), timeout=timeout_s)
-        except (asyncio.TimeoutError, KafkaError) as exc:
+        except (TimeoutError, KafkaError) as exc:
             print(f"publish: producer did not stop cleanly: {exc!r}", file=sys.stderr)
 
 

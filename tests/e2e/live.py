@@ -41,7 +41,7 @@ def generated_plans(now_s: float) -> dict[str, Any]:
     """Rollouts of the generator's own features, dated like its history (which ends now)."""
 
     def iso(days_ago: float) -> str:
-        moment = dt.datetime.fromtimestamp(now_s - days_ago * 86400, dt.timezone.utc)
+        moment = dt.datetime.fromtimestamp(now_s - days_ago * 86400, dt.UTC)
         return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
     return {

@@ -233,7 +233,7 @@ class Worker:
             async with lock:
                 try:
                     commit = await handler(batch)
-                except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, KafkaError, OSError) as exc:
                     log.warning("batch failed (%s); it will be read again", exc)
                     await self._rewind(consumer, batch, sender, on_failure)
                     await asyncio.sleep(backoff)

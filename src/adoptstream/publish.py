@@ -32,6 +32,7 @@ from aiokafka.partitioner import murmur2
 from adoptstream.core.events import MAX_EVENT_BYTES, InvalidEvent, parse_event
 from adoptstream.runtime.config import ConfigError, KafkaSettings, TopicSettings, add_flags, from_flags
 from adoptstream.runtime.connection import BrokerUnreachable, check_connection, client_options
+from adoptstream.runtime.topics import check_created
 
 DEFAULT_BATCH_BYTES = 512 * 1024
 # the broker's default message.max.bytes is 1,048,588 per record batch: a line must fit in one
@@ -172,7 +173,7 @@ class Publisher:
                 return
             topic = NewTopic(self.topic, self.partitions_wanted, self.replication_factor)
             with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics([topic])
+                check_created(await admin.create_topics([topic]))
             deadline = time.monotonic() + 30
             while self.topic not in set(await admin.list_topics()):
                 if time.monotonic() > deadline:

@@ -3,6 +3,9 @@
 One broker for the module, with a listener of each kind next to its PLAINTEXT one; certificates made at
 test time, SCRAM users stored by Kafka's StorageTool. Right settings end exact; each wrong one ends the
 command with exit code 2 and one line naming the setting to check, well within the connection timeout.
+
+The broker authorizes (StandardAuthorizer): the SASL user and the mutual-TLS client get exactly the ACLs
+the README's Production section lists, so the exact runs prove that list is enough.
 """
 
 from __future__ import annotations
@@ -17,6 +20,14 @@ from pathlib import Path
 
 import orjson
 import pytest
+from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+)
 
 from adoptstream.runtime.config import KafkaSettings
 from adoptstream.runtime.connection import check_connection
@@ -30,6 +41,7 @@ from tests.integration.test_publish import consume_all
 pytestmark = pytest.mark.integration
 
 USER, PASSWORD = "adoptstream", "pa55-Wörd"
+MTLS_USER = "adoptstream-client"  # the client certificate's CN, mapped to the principal
 CONNECT_TIMEOUT_S = 20
 
 
@@ -84,12 +96,57 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKaf
         truststore=certs.ca_file,
         sasl_users={USER: PASSWORD},
         die_with_parent=True,
+        extra_config={
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            # the PLAINTEXT listener (the broker itself, the tests' own clients) and TLS without a
+            # client certificate are ANONYMOUS; the SASL user and the mTLS client only get ACLs
+            "super.users": "User:ANONYMOUS",
+            "listener.name.mtls.ssl.principal.mapping.rules": "RULE:^CN=([^,]*).*$/$1/,DEFAULT",
+        },
     )
     broker.start()
     try:
         yield SecureKafka(broker, certs, password_file)
     finally:
         broker.stop()
+
+
+def grant(
+    secure: SecureKafka, principal: str, *acls: tuple[ResourceType, str, bool, list[AclOperation]]
+) -> None:
+    """Allow `principal` each (resource type, name, prefixed?, operations), as an admin would."""
+    admin = AdminClient({"bootstrap.servers": secure.broker.bootstrap})
+    bindings = [
+        AclBinding(
+            kind,
+            name,
+            ResourcePatternType.PREFIXED if prefixed else ResourcePatternType.LITERAL,
+            f"User:{principal}",
+            "*",
+            operation,
+            AclPermissionType.ALLOW,
+        )
+        for kind, name, prefixed, operations in acls
+        for operation in operations
+    ]
+    for future in admin.create_acls(bindings).values():
+        future.result(timeout=30)
+
+
+def worker_acls(app_id: str, topic: str) -> dict[str, tuple[ResourceType, str, bool, list[AclOperation]]]:
+    """The ACLs of README, Production: what a worker reads, writes and creates."""
+    read, write, create = AclOperation.READ, AclOperation.WRITE, AclOperation.CREATE
+    return {
+        "input": (ResourceType.TOPIC, topic, False, [read, create]),
+        "dead letters": (ResourceType.TOPIC, f"{topic}.dlq", False, [write, create]),
+        "internal topics": (ResourceType.TOPIC, f"{app_id}-{topic}-", True, [read, write, create]),
+        "ingest group": (ResourceType.GROUP, f"{app_id}-ingest", False, [read]),
+        "state group": (ResourceType.GROUP, f"{app_id}-state", False, [read]),
+    }
+
+
+def grant_worker(secure: SecureKafka, principal: str, app_id: str, topic: str, but: str = "") -> None:
+    grant(secure, principal, *(acl for name, acl in worker_acls(app_id, topic).items() if name != but))
 
 
 def settings(secure: SecureKafka, listener: str, kind: str, **overrides: object) -> KafkaSettings:
@@ -122,11 +179,13 @@ def test_worker_over_a_secure_listener_is_exact(
     secure_kafka: SecureKafka, unique_topic: str, tmp_path: Path, listener: str, kind: str
 ) -> None:
     msgs = build_dataset(n_users=600, seed=23)
+    app_id = f"app-{unique_topic}"
+    grant_worker(secure_kafka, USER if kind.startswith("sasl") else MTLS_USER, app_id, unique_topic)
     worker = WorkerProcess(
         secure_kafka.url(listener),
         unique_topic,
         tmp_path / "w",
-        app_id=unique_topic,
+        app_id=app_id,
         env=secure_kafka.env(kind),
     ).start()
     try:
@@ -141,6 +200,11 @@ def test_worker_over_a_secure_listener_is_exact(
 
 
 def test_publish_over_sasl_ssl(secure_kafka: SecureKafka, unique_topic: str) -> None:
+    grant(
+        secure_kafka,
+        USER,
+        (ResourceType.TOPIC, unique_topic, False, [AclOperation.WRITE, AclOperation.CREATE]),
+    )
     lines = [
         orjson.dumps({"event_id": f"e{i}", "user_id": f"u{i}", "type": "signup", "ts": 1}) for i in range(50)
     ]
@@ -253,3 +317,38 @@ def test_no_broker_at_all_ends_after_the_connection_timeout(tmp_path: Path) -> N
     assert proc.returncode == 1 and "Traceback" not in stderr, stderr
     assert "no Kafka broker answered" in stderr.splitlines()[-1] and "ADOPTSTREAM_BROKER" in stderr
     assert 3 <= took < 3 + 10, took
+
+
+@pytest.mark.parametrize(
+    ("missing", "says"),
+    [
+        (
+            "internal topics",
+            "Kafka refused to create topic app-{topic}-{topic}-",
+        ),
+        ("ingest group", "GroupAuthorizationFailedError"),
+    ],
+)
+def test_a_missing_acl_ends_the_worker_with_one_line(
+    secure_kafka: SecureKafka, tmp_path: Path, unique_topic: str, missing: str, says: str
+) -> None:
+    app_id = f"app-{unique_topic}"
+    grant_worker(secure_kafka, USER, app_id, unique_topic, but=missing)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADOPTSTREAM_")}
+    env.update(secure_kafka.env("sasl-scram-sha-512"))
+    started = time.monotonic()
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "adoptstream", "worker", "--broker", secure_kafka.url("SASL_SSL")),
+            *("--topic", unique_topic, "--app-id", app_id, "--web-port", "0", "--data-dir", str(tmp_path)),
+        ],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    took = time.monotonic() - started
+    last = proc.stderr.decode().strip().splitlines()[-1]
+    print(f"worker without the {missing} ACL: exit {proc.returncode} after {took:.2f} s: {last}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr.decode(), proc.stderr.decode()
+    assert says.format(topic=unique_topic) in last and "ACLs" in last, last
+    assert took < 20, took

@@ -156,9 +156,11 @@ class LiveStack:
 
     async def _publish(self) -> None:
         from adoptstream.publish import Publisher
+        from adoptstream.runtime.config import KafkaSettings
 
         gen = TrafficGenerator(SEED, USERS, invalid_ratio=0.005, feedback_ratio=0.05)
-        publisher = Publisher(self.bootstrap, self.topic, client_id="live-stack")
+        kafka = KafkaSettings(broker=f"kafka://{self.bootstrap}")
+        publisher = Publisher(kafka, self.topic, client_id="live-stack")
         await publisher.start()
         stop = asyncio.Event()
         try:

@@ -254,6 +254,8 @@ WRONG = {
     "TLS client, plaintext port": ("PLAINTEXT", "tls", {}, "ADOPTSTREAM_SECURITY_PROTOCOL"),
     "SASL client, plaintext port": ("PLAINTEXT", "sasl-scram-sha-256", {}, "ADOPTSTREAM_SECURITY_PROTOCOL"),
     "no client certificate for mTLS": ("MTLS", "tls", {}, "ADOPTSTREAM_SSL_CERT_FILE"),
+    "SASL client, TLS-only port": ("SSL", "sasl-plain", {}, "ADOPTSTREAM_SECURITY_PROTOCOL"),
+    "TLS client, SASL_SSL port": ("SASL_SSL", "tls", {}, "ADOPTSTREAM_SECURITY_PROTOCOL"),
 }
 
 

@@ -21,6 +21,7 @@ from aiokafka.errors import (
     AuthenticationFailedError,
     ClusterAuthorizationFailedError,
     GroupAuthorizationFailedError,
+    IllegalSaslStateError,
     KafkaConnectionError,
     KafkaError,
     SaslAuthenticationFailed,
@@ -171,17 +172,19 @@ def _refusal(settings: KafkaSettings, server: str, exc: BaseException) -> str | 
         )
         return f"{head} the TLS handshake failed ({_reason(exc)}); {hint}"
     if _closed_by_peer(exc):
+        taken = f"the listener at this port does not take {settings.security_protocol}"
         if settings.uses_tls:
-            hint = (
-                f"is it a plaintext listener? check {protocol} ({settings.security_protocol}) and the"
-                f" port; if it asks for a client certificate, set {where('ssl_cert_file')} and"
+            return (
+                f"{head} it closed the connection during the handshake: {taken} (plaintext? SASL?) or wants"
+                f" a client certificate; check {protocol} and the port, or set {where('ssl_cert_file')} and"
                 f" {where('ssl_key_file')}"
             )
-        else:
-            hint = (
-                f"is it a TLS or SASL listener? check {protocol} ({settings.security_protocol}) and the port"
-            )
-        return f"{head} it closed the connection during the handshake; {hint}"
+        return (
+            f"{head} it closed the connection during the handshake: {taken} (TLS? SASL?); check"
+            f" {protocol} and the port"
+        )
+    if isinstance(exc, IllegalSaslStateError):
+        return f"{head} the listener at this port does not take SASL; check {protocol} and the port"
     if isinstance(exc, KafkaError) and not isinstance(exc, KafkaConnectionError):
         return f"{head} {type(exc).__name__}: {_reason(exc)}"
     return None

@@ -2,8 +2,8 @@
 
 `client_options` is what each consumer, producer and admin client is built with. `check_connection`
 connects once the way they will (TCP, TLS handshake, SASL authentication, a metadata request) before
-any of them starts: aiokafka retries a refused login or an untrusted certificate forever in the
-background, so a wrong setting would otherwise be a silent hang. A broker that answers but refuses the
+any of them starts: aiokafka reports a refused login, an untrusted certificate or a protocol mismatch
+only as "Unable to bootstrap" (the cause goes to its log). A broker that answers but refuses the
 settings is a `ConnectionSettingError` naming the setting to check; one that does not answer within the
 connection timeout is `BrokerUnreachable`.
 """

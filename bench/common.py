@@ -26,6 +26,7 @@ from pathlib import Path
 
 import orjson
 
+from adoptstream.runtime.config import KafkaSettings
 from adoptstream_dev import testing
 from adoptstream_dev.testing import (  # noqa: F401  (re-exported for the bench scripts)
     Samples,
@@ -301,10 +302,15 @@ def key_of(line: bytes) -> bytes | None:
     return uid.encode() if type(uid) is str and uid else None
 
 
+def kafka(bootstrap: str) -> KafkaSettings:
+    """How the bench's clients reach the broker at `bootstrap` (plaintext, loopback)."""
+    return KafkaSettings(broker=f"kafka://{bootstrap}")
+
+
 async def _produce(bootstrap: str, topic: str, lines: list[bytes], partitions: int) -> float:
     from adoptstream.publish import Publisher
 
-    pub = Publisher(bootstrap, topic, partitions=partitions, client_id="adoptstream-bench")
+    pub = Publisher(kafka(bootstrap), topic, partitions=partitions, client_id="adoptstream-bench")
     await pub.start()
     t0 = time.monotonic()
     try:

@@ -112,7 +112,7 @@ async def live_phase(bootstrap: str, topic: str, lines: list[bytes], rate: float
     """Produce `rate` background events/s plus probes; return probe production times and the count sent."""
     from adoptstream.publish import Publisher
 
-    pub = Publisher(bootstrap, topic, partitions=common.PARTITIONS, client_id="bench-freshness")
+    pub = Publisher(common.kafka(bootstrap), topic, partitions=common.PARTITIONS, client_id="bench-freshness")
     await pub.start()
     users = PROBE_USERS
     produced_at: list[float] = []

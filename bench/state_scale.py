@@ -92,7 +92,7 @@ async def produce_stream(bootstrap: str, topic: str, lines: Iterator[bytes], rat
     """Publish lines (optionally paced at `rate`/s); return how many."""
     from adoptstream.publish import Publisher
 
-    pub = Publisher(bootstrap, topic, partitions=common.PARTITIONS, client_id="bench-state")
+    pub = Publisher(common.kafka(bootstrap), topic, partitions=common.PARTITIONS, client_id="bench-state")
     await pub.start()
     n = 0
     start = time.monotonic()

@@ -294,7 +294,7 @@ async def run_demo(args: argparse.Namespace, out: Any = None) -> int:
         loop.call_later(args.duration, stop.set)
 
     say(f"demo: broker {bootstrap}, topic {topic}, data in {data_dir}")
-    publisher = Publisher(bootstrap, topic, client_id="adoptstream-demo")
+    publisher = Publisher(settings, topic, client_id="adoptstream-demo")
     worker = demo_worker(settings.broker, topic, args.web_port, data_dir)
     monitoring = Monitoring(data_dir / "monitoring")
     live_task: asyncio.Task[None] | None = None
@@ -377,7 +377,7 @@ async def _refresh_loop(
             async with session.get(worker.url("/api/summary")) as resp:
                 resp.raise_for_status()
                 body = render_table(await resp.json())
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             body = f"(worker not answering /api/summary: {type(exc).__name__} {exc})"
         now = time.monotonic()
         stats = publisher.stats

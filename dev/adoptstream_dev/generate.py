@@ -29,7 +29,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 
@@ -39,7 +39,7 @@ from adoptstream.runtime.config import ConfigError, TopicSettings, add_flags, fr
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -599,9 +599,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"adoptstream-dev generate: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(
-        _live_cli(gen, settings.bootstrap_servers, settings.topic, args.rate, args.backfill, args.duration)
-    )
+    return asyncio.run(_live_cli(gen, settings, args.rate, args.backfill, args.duration))
 
 
 def _write(gen: TrafficGenerator, count: int, output: str | None) -> int:
@@ -650,18 +648,18 @@ async def run_live(
 
 async def _live_cli(
     gen: TrafficGenerator,
-    bootstrap: str,
-    topic: str,
+    settings: TopicSettings,
     rate: float,
     backfill: int,
     duration: float | None,
 ) -> int:
     from adoptstream.publish import Publisher, PublishError
 
-    publisher = Publisher(bootstrap, topic)
+    topic = settings.topic
+    publisher = Publisher(settings, topic)
     try:
         await publisher.start()
-    except PublishError as exc:
+    except (ConfigError, PublishError) as exc:
         print(f"adoptstream-dev generate: {exc}", file=sys.stderr)
         return 1
     stop = asyncio.Event()

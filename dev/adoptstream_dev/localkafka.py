@@ -26,10 +26,11 @@ import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from adoptstream_dev.testing import free_port, port_in_use
 
@@ -248,6 +249,38 @@ def broker_answers(bootstrap: str, timeout_s: float = 3.0) -> bool:
 # ---------------------------------------------------------------- the broker
 
 
+@dataclass(frozen=True)
+class Listener:
+    """An extra listener of the local broker on 127.0.0.1, next to its PLAINTEXT one.
+
+    A TLS listener (SSL, SASL_SSL) serves `keystore` (PEM: private key + certificate chain) or else the
+    broker's; `client_auth="required"` makes it mutual TLS (clients need a certificate the broker's
+    truststore trusts). A SASL listener accepts PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for the broker's
+    `sasl_users`.
+    """
+
+    name: str  # as in server.properties: upper-case letters, digits and '_'
+    protocol: Literal["SSL", "SASL_SSL", "SASL_PLAINTEXT"]
+    port: int = field(default_factory=free_port)
+    client_auth: Literal["none", "requested", "required"] = "none"
+    keystore: Path | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol.endswith("SSL")
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
 class LocalKafka:
     """One KRaft broker+controller on 127.0.0.1, its state in `data_dir`.
 
@@ -263,13 +296,39 @@ class LocalKafka:
         *,
         extra_config: dict[str, str] | None = None,
         die_with_parent: bool = False,
+        listeners: Sequence[Listener] = (),
+        keystore: Path | None = None,
+        truststore: Path | None = None,
+        sasl_users: Mapping[str, str] | None = None,
     ) -> None:
-        """`die_with_parent`: SIGTERM the broker when the thread that started it dies (tests: no leaks)."""
+        """`die_with_parent`: SIGTERM the broker when the thread that started it dies (tests: no leaks).
+
+        `listeners`: extra TLS/SASL listeners; `keystore` (PEM key + chain) is what their TLS serves,
+        `truststore` (PEM CA certificates) what client certificates must chain to; `sasl_users` (name ->
+        password) may log in with each of SASL_MECHANISMS (the SCRAM credentials are stored when the
+        data dir is formatted, with Kafka's own StorageTool).
+        """
         self.port = int(port)
         self.data_dir = Path(data_dir).resolve()
         self._controller_port = controller_port
         self.extra_config = dict(extra_config or {})
         self.die_with_parent = die_with_parent
+        self.listeners = tuple(listeners)
+        self.keystore = keystore
+        self.truststore = truststore
+        self.sasl_users = dict(sasl_users or {})
+        for listener in self.listeners:
+            if listener.tls and (listener.keystore or keystore) is None:
+                raise LocalKafkaError(f"listener {listener.name} ({listener.protocol}) needs a keystore")
+            if listener.client_auth != "none" and truststore is None:
+                raise LocalKafkaError(f"listener {listener.name} asks for client certificates: no truststore")
+            if not re.fullmatch(r"[A-Z][A-Z0-9_]*", listener.name) or listener.name in (
+                "PLAINTEXT",
+                "CONTROLLER",
+            ):
+                raise LocalKafkaError(
+                    f"listener name {listener.name!r}: upper case, not PLAINTEXT/CONTROLLER"
+                )
         self._proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
@@ -398,8 +457,17 @@ class LocalKafka:
                 f"stop it first (adoptstream-dev kafka down --dir {self.data_dir})"
             )
 
+    def listener(self, name: str) -> Listener:
+        """The extra listener called `name`."""
+        for listener in self.listeners:
+            if listener.name == name:
+                return listener
+        raise KeyError(name)
+
     def _check_ports_free(self) -> None:
-        for role, port in (("Kafka listener", self.port), ("KRaft controller", self.controller_port)):
+        ports = [("Kafka listener", self.port), ("KRaft controller", self.controller_port)]
+        ports += [(f"{listener.name} listener", listener.port) for listener in self.listeners]
+        for role, port in ports:
             if port_in_use(port):
                 raise LocalKafkaError(
                     f"port {port} on {HOST} ({role}) is already in use by another process "
@@ -408,25 +476,56 @@ class LocalKafka:
 
     def _config(self) -> dict[str, str]:
         cport = self.controller_port
+        extra = [f"{listener.name}://{HOST}:{listener.port}" for listener in self.listeners]
         config = {
             "process.roles": "broker,controller",
             "node.id": str(NODE_ID),
             "controller.quorum.voters": f"{NODE_ID}@{HOST}:{cport}",
-            "listeners": f"PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{cport}",
-            "advertised.listeners": f"PLAINTEXT://{HOST}:{self.port}",
+            "listeners": ",".join(
+                [f"PLAINTEXT://{HOST}:{self.port}", f"CONTROLLER://{HOST}:{cport}", *extra]
+            ),
+            "advertised.listeners": ",".join([f"PLAINTEXT://{HOST}:{self.port}", *extra]),
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": ",".join(
+                ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+                + [f"{listener.name}:{listener.protocol}" for listener in self.listeners]
+            ),
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self.log_dirs),
             **DEFAULT_CONFIG,
         }
+        for listener in self.listeners:
+            config.update(self._listener_config(listener))
         config.update(self.extra_config)
+        return config
+
+    def _listener_config(self, listener: Listener) -> dict[str, str]:
+        """The listener.name.<name>.* settings of one extra listener: its TLS material, its SASL logins."""
+        prefix = f"listener.name.{listener.name.lower()}."
+        config: dict[str, str] = {}
+        if listener.tls:
+            config[prefix + "ssl.keystore.type"] = "PEM"
+            config[prefix + "ssl.keystore.location"] = str(listener.keystore or self.keystore)
+            config[prefix + "ssl.client.auth"] = listener.client_auth
+            if self.truststore is not None:
+                config[prefix + "ssl.truststore.type"] = "PEM"
+                config[prefix + "ssl.truststore.location"] = str(self.truststore)
+        if listener.sasl:
+            config[prefix + "sasl.enabled.mechanisms"] = ",".join(SASL_MECHANISMS)
+            users = " ".join(f'user_{name}="{password}"' for name, password in self.sasl_users.items())
+            config[prefix + "plain.sasl.jaas.config"] = (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
+            )
+            for mechanism in SASL_MECHANISMS[1:]:
+                config[prefix + f"{mechanism.lower()}.sasl.jaas.config"] = (
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+                )
         return config
 
     def _prepare(self, libs: Path) -> None:
         """Write server.properties and the state file; format the storage the first time."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        lines = [f"{k}={v}" for k, v in self._config().items()]
+        lines = [f"{k}={_properties_text(v)}" for k, v in self._config().items()]
         self.properties_path.write_text("# written by adoptstream_dev.localkafka\n" + "\n".join(lines) + "\n")
         state = {"port": self.port, "controller_port": self.controller_port, "libs": str(libs)}
         _write_state(self.data_dir, state)
@@ -443,6 +542,9 @@ class LocalKafka:
             "-c",
             str(self.properties_path),
         ]
+        for name, password in self.sasl_users.items():  # SCRAM credentials live in the cluster metadata
+            for mechanism in SASL_MECHANISMS[1:]:
+                cmd += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
         try:
             res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:
@@ -542,6 +644,17 @@ class LocalKafka:
 
 
 STATE_FILE = "localkafka.json"
+
+
+def _properties_text(value: str) -> str:
+    """A value as Java reads a .properties file (ISO-8859-1): anything else as \\uXXXX escapes."""
+    if value.isascii():
+        return value
+    units = value.encode("utf-16-be")
+    return "".join(
+        chr(unit) if unit < 128 else f"\\u{unit:04x}"
+        for unit in (int.from_bytes(units[i : i + 2], "big") for i in range(0, len(units), 2))
+    )
 
 
 def _cds_enabled() -> bool:

@@ -188,7 +188,11 @@ class MonitoringStack:
         targets: Sequence[str] | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         plan_files: Sequence[str | os.PathLike[str]] = (),
+        scrape_config: dict[str, Any] | None = None,
+        extra_scrape_configs: Sequence[dict[str, Any]] = (),
     ) -> None:
+        """`scrape_config`: more keys of the job's scrape config (scheme, tls_config, basic_auth...);
+        `extra_scrape_configs`: whole further scrape configs."""
         directory = workdir if workdir is not None else data_dir
         if directory is None:
             raise TypeError("MonitoringStack needs a workdir")
@@ -202,6 +206,8 @@ class MonitoringStack:
         self.scrape_interval_s = scrape_interval_s
         self.evaluation_interval_s = evaluation_interval_s
         self.job = job
+        self.scrape_config = dict(scrape_config or {})
+        self.extra_scrape_configs = list(extra_scrape_configs)
         self.ready_timeout_s = ready_timeout_s
         self.webhook = WebhookReceiver()
         self.prometheus_port = free_port()
@@ -335,7 +341,9 @@ class MonitoringStack:
                     "job_name": self.job,
                     "metrics_path": "/metrics",
                     "static_configs": [{"targets": list(self.scrape_targets)}],
-                }
+                    **self.scrape_config,
+                },
+                *self.extra_scrape_configs,
             ],
         }
 

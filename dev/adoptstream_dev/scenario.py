@@ -64,7 +64,7 @@ class StallScenario:
 
     def plan(self, start: float) -> dict[str, Any]:
         """The rollout plan (as data): both waves started at ``start`` (Unix seconds), due in an hour."""
-        iso = dt.datetime.fromtimestamp(start, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        iso = dt.datetime.fromtimestamp(start, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return {
             "version": 1,
             "owners": {self.owner: {"team": self.team}},

@@ -8,10 +8,12 @@ keyed the way the exactness checks compare them.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -157,7 +159,8 @@ class WorkerProcess:
 
     `wrap` prefixes the command line (e.g. a profiler); `python` is the interpreter whose `adoptstream`
     runs (another venv's, say); `new_session` keeps a terminal's Ctrl-C from reaching the worker (the
-    demo stops it itself).
+    demo stops it itself). A worker started with a web config file serving TLS is reached with https
+    and `web_ca_file`; `web_auth` (user, password) is the basic auth every request sends.
     """
 
     bootstrap: str
@@ -175,6 +178,8 @@ class WorkerProcess:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     spawned_at: float = 0.0
+    web_ca_file: Path | None = None
+    web_auth: tuple[str, str] | None = None
 
     @property
     def command(self) -> list[str]:
@@ -225,7 +230,7 @@ class WorkerProcess:
         return f"{HOST}:{self.port}"
 
     def url(self, path: str = "") -> str:
-        return f"http://{self.target}{path}"
+        return f"{'https' if self.web_ca_file else 'http'}://{self.target}{path}"
 
     @property
     def pid(self) -> int:
@@ -249,8 +254,13 @@ class WorkerProcess:
 
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
         """(status, body) of a GET on the worker's web endpoint."""
+        request = urllib.request.Request(self.url(path))
+        if self.web_auth is not None:
+            token = base64.b64encode(":".join(self.web_auth).encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        context = ssl.create_default_context(cafile=self.web_ca_file) if self.web_ca_file else None
         try:
-            with urllib.request.urlopen(self.url(path), timeout=timeout) as resp:
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:
                 return resp.status, resp.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()

@@ -13,12 +13,15 @@ import logging
 import signal
 import sys
 
+from aiokafka.errors import KafkaError
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry
 
 from adoptstream.exposition.collector import AdoptionCollector
 from adoptstream.exposition.operations import OperationsCollector
 from adoptstream.exposition.web import WebServer
+from adoptstream.exposition.webconfig import WebConfigError, load_web_config
 from adoptstream.runtime.config import ConfigError, WorkerConfig, add_flags, from_flags
+from adoptstream.runtime.connection import BrokerUnreachable, kafka_failure
 from adoptstream.runtime.worker import Worker, tune_gc
 
 log = logging.getLogger(__name__)
@@ -32,12 +35,15 @@ class App:
         self.registry = CollectorRegistry()  # everything /metrics serves
         self.worker = Worker(config, self.registry)  # its stage counters register here
         register_collectors(self.registry, self.worker, config)
-        self.web = WebServer(self.registry, self.worker, self.worker, config.web_host, config.web_port)
+        web_config = load_web_config(config.web_config_file) if config.web_config_file else None
+        self.web = WebServer(
+            self.registry, self.worker, self.worker, config.web_host, config.web_port, web_config
+        )
 
     async def start(self) -> None:
         """The web endpoints first (/healthz answers, /ready says 503), then the worker."""
         await self.web.start()
-        log.info("metrics at http://%s:%d/metrics", self.config.web_host, self.web.port)
+        log.info("metrics at %s://%s:%d/metrics", self.web.scheme, self.config.web_host, self.web.port)
         await self.worker.start()
 
     async def run(self) -> None:
@@ -104,7 +110,14 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
         asyncio.run(run_worker(config))
-    except ConfigError as exc:
+    except (ConfigError, WebConfigError) as exc:  # a setting that cannot work, a refused login among them
         print(f"adoptstream worker: {exc}", file=sys.stderr)
         return 2
+    except BrokerUnreachable as exc:
+        print(f"adoptstream worker: {exc}", file=sys.stderr)
+        return 1
+    except KafkaError as exc:
+        message, code = kafka_failure(exc)
+        print(f"adoptstream worker: {message}", file=sys.stderr)
+        return code
     return 0

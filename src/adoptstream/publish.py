@@ -30,7 +30,9 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
 from adoptstream.core.events import MAX_EVENT_BYTES, InvalidEvent, parse_event
-from adoptstream.runtime.config import ConfigError, TopicSettings, add_flags, from_flags
+from adoptstream.runtime.config import ConfigError, KafkaSettings, TopicSettings, add_flags, from_flags
+from adoptstream.runtime.connection import BrokerUnreachable, check_connection, client_options
+from adoptstream.runtime.topics import check_created
 
 DEFAULT_BATCH_BYTES = 512 * 1024
 # the broker's default message.max.bytes is 1,048,588 per record batch: a line must fit in one
@@ -90,7 +92,7 @@ class Publisher:
 
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaSettings,
         topic: str,
         *,
         skip_invalid: bool = False,
@@ -101,7 +103,7 @@ class Publisher:
         create_topic: bool = True,
         client_id: str = "adoptstream-publish",
     ) -> None:
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.topic = topic
         self.skip_invalid = skip_invalid
         self.batch_bytes = batch_bytes
@@ -121,11 +123,19 @@ class Publisher:
         self._ts_ms = 0
 
     async def start(self) -> None:
-        """Connect, create the topic when missing, learn its partitions."""
+        """Connect, create the topic when missing, learn its partitions.
+
+        Raises `ConnectionSettingError` (a `ConfigError`) when the broker refuses the TLS or SASL
+        settings, `PublishError` when it cannot be reached or the topic cannot be used.
+        """
+        try:
+            await check_connection(self.kafka)
+        except BrokerUnreachable as exc:
+            raise PublishError(str(exc)) from None
         if self.create_topic:
             await self._ensure_topic()
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
+            **client_options(self.kafka),
             client_id=self.client_id,
             acks="all",
             enable_idempotence=True,
@@ -139,7 +149,9 @@ class Publisher:
         except (KafkaError, OSError) as exc:
             with contextlib.suppress(Exception):
                 await producer.stop()
-            raise PublishError(f"cannot publish to {self.topic} at {self.bootstrap}: {exc!r}") from None
+            raise PublishError(
+                f"cannot publish to {self.topic} at {self.kafka.bootstrap_servers}: {exc!r}"
+            ) from None
         if not self._partitions:
             await producer.stop()
             raise PublishError(f"topic {self.topic} has no partitions")
@@ -149,17 +161,19 @@ class Publisher:
     async def _ensure_topic(self) -> None:
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.client_id}-admin")
+        admin = AIOKafkaAdminClient(**client_options(self.kafka), client_id=f"{self.client_id}-admin")
         try:
             await admin.start()
         except (KafkaError, OSError) as exc:
-            raise PublishError(f"cannot reach the broker at {self.bootstrap}: {exc!r}") from None
+            raise PublishError(
+                f"cannot reach the broker at {self.kafka.bootstrap_servers}: {exc!r}"
+            ) from None
         try:
             if self.topic in set(await admin.list_topics()):
                 return
             topic = NewTopic(self.topic, self.partitions_wanted, self.replication_factor)
             with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics([topic])
+                check_created(await admin.create_topics([topic]))
             deadline = time.monotonic() + 30
             while self.topic not in set(await admin.list_topics()):
                 if time.monotonic() > deadline:
@@ -287,7 +301,7 @@ class Publisher:
         producer, self._producer = self._producer, None
         try:
             await asyncio.wait_for(producer.stop(), timeout=timeout_s)
-        except (asyncio.TimeoutError, KafkaError) as exc:
+        except (TimeoutError, KafkaError) as exc:
             print(f"publish: producer did not stop cleanly: {exc!r}", file=sys.stderr)
 
 
@@ -449,7 +463,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _run(stream: BinaryIO, settings: TopicSettings, args: argparse.Namespace, progress: bool) -> int:
     publisher = Publisher(
-        settings.bootstrap_servers,
+        settings,
         settings.topic,
         skip_invalid=args.skip_invalid,
         batch_bytes=args.batch_size,
@@ -458,6 +472,9 @@ async def _run(stream: BinaryIO, settings: TopicSettings, args: argparse.Namespa
     )
     try:
         await publisher.start()
+    except ConfigError as exc:  # a refused login or certificate
+        print(f"adoptstream publish: {exc}", file=sys.stderr)
+        return 2
     except PublishError as exc:
         print(f"adoptstream publish: {exc}", file=sys.stderr)
         return 1

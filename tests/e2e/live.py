@@ -41,7 +41,7 @@ def generated_plans(now_s: float) -> dict[str, Any]:
     """Rollouts of the generator's own features, dated like its history (which ends now)."""
 
     def iso(days_ago: float) -> str:
-        moment = dt.datetime.fromtimestamp(now_s - days_ago * 86400, dt.timezone.utc)
+        moment = dt.datetime.fromtimestamp(now_s - days_ago * 86400, dt.UTC)
         return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
     return {
@@ -156,9 +156,11 @@ class LiveStack:
 
     async def _publish(self) -> None:
         from adoptstream.publish import Publisher
+        from adoptstream.runtime.config import KafkaSettings
 
         gen = TrafficGenerator(SEED, USERS, invalid_ratio=0.005, feedback_ratio=0.05)
-        publisher = Publisher(self.bootstrap, self.topic, client_id="live-stack")
+        kafka = KafkaSettings(broker=f"kafka://{self.bootstrap}")
+        publisher = Publisher(kafka, self.topic, client_id="live-stack")
         await publisher.start()
         stop = asyncio.Event()
         try:

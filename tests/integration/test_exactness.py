@@ -15,9 +15,15 @@ from tests.integration.dataset import Message, build_dataset, expected_samples
 pytestmark = pytest.mark.integration
 
 
-def publish_librdkafka(bootstrap: str, topic: str, msgs: list[Message]) -> None:
-    """Publish with librdkafka (CRC32 'consistent_random' partitioner), keys as given (null/foreign)."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+def publish_librdkafka(
+    bootstrap: str, topic: str, msgs: list[Message], config: dict[str, str] | None = None
+) -> None:
+    """Publish with librdkafka (CRC32 'consistent_random' partitioner), keys as given (null/foreign).
+
+    `config`: more producer settings (e.g. compression.type)."""
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True, **(config or {})}
+    )
     errors: list[str] = []
 
     def on_delivery(err, _msg) -> None:

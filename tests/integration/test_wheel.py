@@ -45,6 +45,13 @@ def test_wheel_holds_the_product_only(installed: Path) -> None:
     assert {"worker", "publish", "rules"} <= set(out.split()) and "demo" not in out.split()
 
 
+def test_wheel_brings_every_kafka_codec(installed: Path) -> None:
+    """aiokafka reads lz4, snappy and zstd only with cramjam, which its extras (our dependency) bring:
+    without them a worker dies on the first batch a librdkafka producer compressed (issue 16)."""
+    probe = "import aiokafka.codec as c; print(c.has_gzip(), c.has_snappy(), c.has_lz4(), c.has_zstd())"
+    assert run([str(installed / "python"), "-c", probe], installed).split() == ["True"] * 4
+
+
 def test_installed_worker_counts_events(
     installed: Path, kafka_broker, unique_topic: str, tmp_path: Path
 ) -> None:

@@ -11,7 +11,7 @@ from adoptstream.report.data import Alert, Progress, Report, RolloutReport, _wav
 from adoptstream.report.render import render_html
 from adoptstream.rollout.plan import load_plan_text
 
-NOW = dt.datetime(2027, 3, 18, 15, 30, tzinfo=dt.timezone.utc).timestamp()  # a Thursday
+NOW = dt.datetime(2027, 3, 18, 15, 30, tzinfo=dt.UTC).timestamp()  # a Thursday
 PLAN = textwrap.dedent(
     """\
     rollouts:

@@ -2,7 +2,8 @@
 
 /metrics is prometheus_client's own aiohttp handler over the worker's registry: `name[]` filtering
 (the registry asks each collector's `describe()` which families it yields), OpenMetrics and gzip
-negotiation, exactly as the library's exporters do.
+negotiation, exactly as the library's exporters do. A web config file (`webconfig`) adds TLS and basic
+auth the way Prometheus' own exporters do; without one the endpoints are plain HTTP.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from prometheus_client.registry import CollectorRegistry
 from adoptstream.core.totals import ANY_FEATURE
 from adoptstream.exposition.collector import TotalsSource
 from adoptstream.exposition.operations import WorkerStatus
+from adoptstream.exposition.webconfig import BasicAuth, WebConfig
 
 
 def summary(source: TotalsSource, now_ns: int | None = None) -> dict[str, Any]:
@@ -43,15 +45,33 @@ class WebServer:
     """aiohttp server bound to one host/port (port 0 picks a free one)."""
 
     def __init__(
-        self, registry: CollectorRegistry, status: WorkerStatus, totals: TotalsSource, host: str, port: int
+        self,
+        registry: CollectorRegistry,
+        status: WorkerStatus,
+        totals: TotalsSource,
+        host: str,
+        port: int,
+        web_config: WebConfig | None = None,
     ) -> None:
         self._registry, self._status, self._totals = registry, status, totals
         self._host = host
         self.port = port
+        self._web_config = web_config or WebConfig()
         self._runner: web.AppRunner | None = None
 
+    @property
+    def scheme(self) -> str:
+        return self._web_config.scheme
+
     async def start(self) -> None:
-        app = web.Application()
+        config = self._web_config
+        app = web.Application(middlewares=[BasicAuth(config.users).middleware] if config.users else [])
+        if config.headers:
+
+            async def add_headers(_: web.Request, response: web.StreamResponse) -> None:
+                response.headers.update(config.headers)
+
+            app.on_response_prepare.append(add_headers)
         app.router.add_get("/metrics", make_aiohttp_handler(self._registry))
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/ready", self._ready)
@@ -59,7 +79,7 @@ class WebServer:
         app.router.add_get("/", self._index)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self.port)
+        site = web.TCPSite(self._runner, self._host, self.port, ssl_context=config.tls)
         await site.start()
         sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
         if sockets:

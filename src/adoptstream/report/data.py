@@ -123,8 +123,8 @@ def pct(ratio: float | None) -> str:
 
 def when(ts: float, now: float) -> str:
     """A moment for people: ``14:02 UTC today``, ``Tuesday 14:02 UTC``, ``3 March 2027``."""
-    moment = dt.datetime.fromtimestamp(ts, dt.timezone.utc)
-    today = dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
+    moment = dt.datetime.fromtimestamp(ts, dt.UTC)
+    today = dt.datetime.fromtimestamp(now, dt.UTC).date()
     if moment.date() == today:
         return f"{moment:%H:%M} UTC today"
     if 0 < (today - moment.date()).days < 7:

@@ -67,7 +67,7 @@ def chart(p: Progress, start: float, end: float, now: float) -> str:
             f'<text class="axis" x="{PAD_L - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:.0%}</text>'
         )
     for t, anchor in ((start, "start"), (end, "end")):
-        label = dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%d %b %H:%M")
+        label = dt.datetime.fromtimestamp(t, dt.UTC).strftime("%d %b %H:%M")
         parts.append(
             f'<text class="axis" x="{_x(t, start, end):.1f}" y="{H - 8}" text-anchor="{anchor}">'
             f"{label}</text>"
@@ -162,7 +162,7 @@ def _rollout(r: RolloutReport, now: float) -> str:
 def render_html(report: Report, *, refresh_s: int | None = None) -> str:
     """The page; ``refresh_s`` makes the browser reload it (the served, live page)."""
     now = report.generated_at
-    stamp = dt.datetime.fromtimestamp(now, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    stamp = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     attention = [
         r for r in report.rollouts if any(p.status in ("stalled", "behind plan") for p in r.progress)
     ]

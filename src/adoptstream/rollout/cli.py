@@ -175,7 +175,7 @@ def _check(args: argparse.Namespace) -> int:
         return 1
 
     def day(ts: float) -> str:
-        return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+        return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M")
 
     for r in plans.rollouts:
         print(f"{r.name} ({r.strategy}, feature {r.feature}, owner {r.owner}) [{r.source}]")

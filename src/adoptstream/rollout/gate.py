@@ -130,7 +130,7 @@ def _points(delta: float) -> str:
 
 
 def _when(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _score(scale: str, value: float) -> str:
@@ -306,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
             f"{who}: CANNOT TELL — rollout {rollout.name} has no wave {args.wave!r} ({known})",
             {},
         )
-    now = dt.datetime.now(dt.timezone.utc).timestamp()
+    now = dt.datetime.now(dt.UTC).timestamp()
     try:
         reading = read_wave(args.prometheus, rollout, wave, args.timeout)
     except PrometheusError as exc:

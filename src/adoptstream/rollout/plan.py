@@ -346,7 +346,7 @@ class _Y:
                 )
             return value.timestamp()
         if isinstance(value, dt.date):
-            return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc).timestamp()
+            return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC).timestamp()
         raise self.fail(f"expected a date such as 2025-03-03 or 2025-03-03T09:00:00Z, got {value!r}")
 
     def string_list(self, pattern: Callable[[str], str | None]) -> list[str]:
@@ -720,7 +720,7 @@ def _satisfaction(y: _Y) -> Satisfaction | None:
 
 
 def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _owners(y: _Y) -> dict[str, Owner]:

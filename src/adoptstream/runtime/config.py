@@ -3,7 +3,7 @@
 pydantic-settings reads the environment; `add_flags` turns the same fields into argparse flags and
 `from_flags` builds the settings from them, so the worker, `publish` and the development tools read a
 setting the same way: a flag wins over its variable, which wins over the default. A field made with
-`cli=False` (secrets) has no flag.
+`cli=False` (secrets) has no flag: secrets come from a file or the environment, never a command line.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "ADOPTSTREAM_"
@@ -51,33 +51,119 @@ class Settings(BaseSettings):
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            raise ConfigError(describe(exc)) from None
+            raise ConfigError(describe(exc, type(self))) from None
 
     @classmethod
     def env_var(cls, name: str) -> str:
         return ENV_PREFIX + name.upper()
 
+    @classmethod
+    def where(cls, name: str) -> str:
+        """How a user sets field `name`: `--flag / ADOPTSTREAM_VAR`, or only the variable for secrets."""
+        info = cls.model_fields[name]
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        env = cls.env_var(name)
+        return f"--{name.replace('_', '-')} / {env}" if extra.get("cli", True) else env
 
-def describe(exc: ValidationError) -> str:
-    """The first problem of a validation error, naming the setting's flag and variable."""
+
+def describe(exc: ValidationError, cls: type[Settings]) -> str:
+    """The first problem of a validation error, naming the setting's flag and variable (never a secret)."""
     error = exc.errors()[0]
     name = str(error["loc"][0]) if error["loc"] else ""
     message = str(error["msg"]).removeprefix("Value error, ")
-    if not name:
+    if name not in cls.model_fields:
         return message
-    where = f"--{name.replace('_', '-')} / {ENV_PREFIX}{name.upper()}"
+    where = cls.where(name)
     shown = error.get("input")
-    if error["type"] in ("int_parsing", "int_type", "literal_error", "string_type"):
+    if cls.model_fields[name].annotation in _SECRETS:
+        return f"{where}: {message}"
+    if error["type"] in ("int_parsing", "int_type", "literal_error", "string_type", "bool_parsing"):
         return f"{where}: {message}, not {shown!r}"
     return f"{where}: {message}"
 
 
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+_SECRETS = (SecretStr, SecretStr | None)
+
+
 class KafkaSettings(Settings):
-    """How to reach Kafka: the worker's and every command's that talks to the broker."""
+    """How to reach Kafka: the worker's and every command's that talks to the broker.
+
+    Every Kafka client (consumers, producers, admin) connects with the same TLS and SASL settings
+    (`runtime.connection.client_options`).
+    """
 
     broker: Annotated[
         str,
         setting("kafka://127.0.0.1:9092", "Kafka bootstrap, kafka://HOST:PORT[,HOST:PORT]", metavar="URL"),
+    ]
+    security_protocol: Annotated[
+        SecurityProtocol,
+        setting(
+            "PLAINTEXT",
+            "how clients talk to the brokers: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL"
+            " (SASL over TLS)",
+        ),
+    ]
+    ssl_ca_file: Annotated[
+        Path | None,
+        setting(
+            None,
+            "PEM file of the CA certificates that sign the brokers' certificates (TLS); unset: the system's"
+            " trusted CAs",
+            metavar="FILE",
+        ),
+    ]
+    ssl_check_hostname: Annotated[
+        bool,
+        setting(
+            True,
+            "check that a broker's certificate names the host connected to (--no-ssl-check-hostname"
+            " still verifies the certificate chain)",
+        ),
+    ]
+    ssl_cert_file: Annotated[
+        Path | None,
+        setting(None, "PEM client certificate (chain) for mutual TLS", metavar="FILE"),
+    ]
+    ssl_key_file: Annotated[
+        Path | None,
+        setting(None, "PEM private key of the client certificate (mutual TLS)", metavar="FILE"),
+    ]
+    ssl_key_password_file: Annotated[
+        Path | None,
+        setting(None, "file holding the password of an encrypted --ssl-key-file", metavar="FILE"),
+    ]
+    sasl_mechanism: Annotated[
+        SaslMechanism | None,
+        setting(
+            None, "SASL mechanism (with SASL_SSL or SASL_PLAINTEXT): PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"
+        ),
+    ]
+    sasl_username: Annotated[str | None, setting(None, "SASL user name", metavar="NAME")]
+    sasl_password_file: Annotated[
+        Path | None,
+        setting(
+            None,
+            "file holding the SASL password (or set ADOPTSTREAM_SASL_PASSWORD in the environment)",
+            metavar="FILE",
+        ),
+    ]
+    sasl_password: Annotated[
+        SecretStr | None,
+        setting(None, "the SASL password itself: environment only, never a flag", cli=False),
+    ]
+    connect_timeout_ms: Annotated[
+        int,
+        setting(
+            30_000,
+            "how long start-up waits for a broker to answer (connection, TLS handshake, authentication)"
+            " before the command fails",
+            metavar="MS",
+        ),
     ]
 
     @field_validator("broker")
@@ -86,9 +172,103 @@ class KafkaSettings(Settings):
         parse_broker(value)
         return value
 
+    @field_validator("security_protocol", "sasl_mechanism", mode="before")
+    @classmethod
+    def _upper_name(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator(
+        "ssl_ca_file",
+        "ssl_cert_file",
+        "ssl_key_file",
+        "ssl_key_password_file",
+        "sasl_password_file",
+        mode="before",
+    )
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator(
+        "ssl_ca_file", "ssl_cert_file", "ssl_key_file", "ssl_key_password_file", "sasl_password_file"
+    )
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        return _readable(value)
+
+    @field_validator("connect_timeout_ms")
+    @classmethod
+    def _timeout(cls, value: int) -> int:
+        return _positive(value)
+
+    @model_validator(mode="after")
+    def _security(self) -> KafkaSettings:
+        protocol, where = self.security_protocol, type(self).where
+        tls_files = ("ssl_ca_file", "ssl_cert_file", "ssl_key_file", "ssl_key_password_file")
+        sasl_fields = ("sasl_mechanism", "sasl_username", "sasl_password_file", "sasl_password")
+        unused = [
+            name for name in tls_files if getattr(self, name) is not None and protocol not in TLS_PROTOCOLS
+        ]
+        unused += [
+            name for name in sasl_fields if getattr(self, name) is not None and protocol not in SASL_PROTOCOLS
+        ]
+        if unused:
+            wanted = "SSL or SASL_SSL" if unused[0].startswith("ssl") else "SASL_SSL"
+            raise ValueError(
+                f"{where(unused[0])} is set, but {where('security_protocol')} is {protocol}, which does"
+                f" not use it: set the protocol ({wanted}) or unset it"
+            )
+        if self.ssl_key_file is not None and self.ssl_cert_file is None:
+            raise ValueError(f"{where('ssl_key_file')} is set without {where('ssl_cert_file')}")
+        if self.ssl_key_password_file is not None and self.ssl_key_file is None:
+            raise ValueError(f"{where('ssl_key_password_file')} is set without {where('ssl_key_file')}")
+        if protocol in SASL_PROTOCOLS:
+            if self.sasl_mechanism is None:
+                raise ValueError(f"{where('sasl_mechanism')} is required with {protocol}")
+            if not self.sasl_username:
+                raise ValueError(f"{where('sasl_username')} is required with {protocol}")
+            if (self.sasl_password is None) == (self.sasl_password_file is None):
+                raise ValueError(
+                    f"{protocol} needs the password from exactly one of {where('sasl_password_file')} and"
+                    f" {where('sasl_password')}"
+                )
+            self.sasl_secret()  # an empty password file is a mistake worth saying now
+        return self
+
     @property
     def bootstrap_servers(self) -> str:
         return parse_broker(self.broker)
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in TLS_PROTOCOLS
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol in SASL_PROTOCOLS
+
+    def sasl_secret(self) -> str:
+        """The SASL password: the file's content (without its final line break) or the variable's."""
+        if self.sasl_password is not None:
+            secret = self.sasl_password.get_secret_value()
+            name = "sasl_password"
+        else:
+            assert self.sasl_password_file is not None
+            secret = _read_secret(self.sasl_password_file)
+            name = "sasl_password_file"
+        if not secret:
+            raise ConfigError(f"{type(self).where(name)}: the SASL password is empty")
+        return secret
+
+    def ssl_key_password(self) -> str | None:
+        """The password of an encrypted client key, from its file; None when the key is not encrypted."""
+        return None if self.ssl_key_password_file is None else _read_secret(self.ssl_key_password_file)
+
+
+def _read_secret(path: Path) -> str:
+    """A secret file's text without the line break an editor or `echo` leaves at its end."""
+    text = path.read_text(encoding="utf-8")
+    return text.removesuffix("\n").removesuffix("\r")
 
 
 class TopicSettings(KafkaSettings):
@@ -125,6 +305,16 @@ class WorkerConfig(TopicSettings):
         int, setting(6066, "port of /metrics, /healthz, /ready (0 = any free port)", metavar="PORT")
     ]
     web_host: Annotated[str, setting("127.0.0.1", "address the web endpoint binds", metavar="HOST")]
+    web_config_file: Annotated[
+        Path | None,
+        setting(
+            None,
+            "web config file in the format of Prometheus' exporters (tls_server_config,"
+            " basic_auth_users with bcrypt hashes): TLS and basic auth for the web endpoints; unset:"
+            " plain HTTP",
+            metavar="FILE",
+        ),
+    ]
     data_dir: Annotated[
         Path, setting(Path(".run/adoptstream"), "directory for local state (RocksDB)", metavar="DIR")
     ]
@@ -185,6 +375,16 @@ class WorkerConfig(TopicSettings):
             raise ValueError(f"web port {value} out of range")
         return value
 
+    @field_validator("web_config_file", mode="before")
+    @classmethod
+    def _no_web_config_when_empty(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("web_config_file")
+    @classmethod
+    def _web_config_readable(cls, value: Path | None) -> Path | None:
+        return _readable(value)
+
     @field_validator("max_features", "max_cohorts", "batch_max_records")
     @classmethod
     def _positive(cls, value: int) -> int:
@@ -241,6 +441,12 @@ class WorkerConfig(TopicSettings):
         return self.data_dir / self.app_id / "state"
 
 
+def _readable(value: Path | None) -> Path | None:
+    if value is not None and not (value.is_file() and os.access(value, os.R_OK)):
+        raise ValueError(f"{value}: no such readable file")
+    return value
+
+
 def _positive(value: int) -> int:
     if value < 1:
         raise ValueError("must be >= 1")
@@ -277,14 +483,26 @@ S = TypeVar("S", bound=Settings)
 def add_flags(
     parser: argparse.ArgumentParser, cls: type[Settings], only: Iterable[str] | None = None
 ) -> None:
-    """One `--flag` per field of `cls` (or of `only`), its help naming the variable and the default."""
+    """One `--flag` per field of `cls` (or of `only`), its help naming the variable and the default.
+
+    The parser stops accepting abbreviated flags: `--sasl-password SECRET` must be an error, not
+    `--sasl-password-file SECRET` (which would show the secret in the "no such file" message).
+    """
+    parser.allow_abbrev = False
     wanted = None if only is None else set(only)
     for name, info in cls.model_fields.items():
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         if (wanted is not None and name not in wanted) or not extra.get("cli", True):
             continue
-        kind, choices = _flag_type(info.annotation)
         default = "unset" if info.default is None else info.default
+        help_text = f"{info.description} (env {cls.env_var(name)}; default {default})"
+        if info.annotation is bool:
+            flag = "--" + name.replace("_", "-")
+            parser.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+            continue
+        kind, choices = _flag_type(info.annotation)
         parser.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
@@ -292,7 +510,7 @@ def add_flags(
             choices=choices,
             default=None,
             metavar=None if choices else extra.get("metavar"),
-            help=f"{info.description} (env {cls.env_var(name)}; default {default})",
+            help=help_text,
         )
 
 

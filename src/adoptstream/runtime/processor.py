@@ -24,6 +24,7 @@ from adoptstream.core.state import SourceOutcomes, UserState, UserSummary
 from adoptstream.core.totals import AdoptionTotals
 from adoptstream.runtime import records
 from adoptstream.runtime.config import WorkerConfig
+from adoptstream.runtime.connection import client_options
 from adoptstream.runtime.sender import BatchSender
 from adoptstream.runtime.stats import WorkerStats
 from adoptstream.runtime.store import (
@@ -114,7 +115,7 @@ class StateProcessor:
         """
         topic = self._config.changelog_topic
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._config.bootstrap_servers,
+            **client_options(self._config),
             enable_auto_commit=False,
             client_id=f"{self._config.app_id}-restore",
             max_partition_fetch_bytes=8 * 1024 * 1024,

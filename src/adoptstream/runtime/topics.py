@@ -6,11 +6,20 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    InvalidPartitionsError,
+    InvalidReplicationFactorError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    for_code,
+)
 
 from adoptstream.runtime.config import ConfigError, WorkerConfig
+from adoptstream.runtime.connection import client_options
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +35,7 @@ async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dic
 
 async def ensure_topics(config: WorkerConfig, timeout_s: float = 30.0) -> int:
     """Make sure all four topics exist; return the partition count of the by-user topic."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=config.bootstrap_servers, client_id=f"{config.app_id}-admin"
-    )
+    admin = AIOKafkaAdminClient(**client_options(config), client_id=f"{config.app_id}-admin")
     await admin.start()
     try:
         names = [config.topic, config.dlq_topic, config.repartition_topic, config.changelog_topic]
@@ -49,7 +56,7 @@ async def ensure_topics(config: WorkerConfig, timeout_s: float = 30.0) -> int:
         if missing:
             log.info("creating topics %s", ", ".join(t.name for t in missing))
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker was quicker
-                await admin.create_topics(missing)
+                check_created(await admin.create_topics(missing))
         deadline = time.monotonic() + timeout_s
         while True:
             counts = await _partition_counts(admin, names)
@@ -68,3 +75,24 @@ async def ensure_topics(config: WorkerConfig, timeout_s: float = 30.0) -> int:
         return counts[config.repartition_topic]
     finally:
         await admin.close()
+
+
+def check_created(response: Any) -> None:
+    """Raise a `ConfigError` for the first topic a CreateTopics response refused (a topic that already
+    exists is fine: another worker was quicker). aiokafka returns these errors instead of raising."""
+    for name, code, message in response.topic_errors:
+        error = for_code(code)
+        if code == 0 or error is TopicAlreadyExistsError:
+            continue
+        hint = _HINTS.get(error, "")
+        detail = f": {message}" if message else ""
+        raise ConfigError(f"Kafka refused to create topic {name} ({error.__name__}{detail}){hint}")
+
+
+_HINTS = {
+    TopicAuthorizationFailedError: "; the Kafka user needs Create on it (README, Production: ACLs), or create"
+    " the topics beforehand",
+    ClusterAuthorizationFailedError: "; the Kafka user needs Create on the topic (README, Production: ACLs)",
+    InvalidReplicationFactorError: "; check --replication-factor / ADOPTSTREAM_REPLICATION_FACTOR",
+    InvalidPartitionsError: "; check --partitions / ADOPTSTREAM_PARTITIONS",
+}

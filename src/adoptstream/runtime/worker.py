@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from adoptstream.core.totals import AdoptionTotals
 from adoptstream.runtime import records
 from adoptstream.runtime.config import WorkerConfig
+from adoptstream.runtime.connection import check_connection, client_options
 from adoptstream.runtime.ingest import Ingest
 from adoptstream.runtime.processor import StateProcessor
 from adoptstream.runtime.sender import BatchSender
@@ -95,7 +96,7 @@ class Worker:
     def _consumer(self, group: str) -> AIOKafkaConsumer:
         c = self.config
         return AIOKafkaConsumer(
-            bootstrap_servers=c.bootstrap_servers,
+            **client_options(c),
             group_id=group,
             # Static membership (KIP-345) when set: a replacement with the same id takes over the old
             # member's partitions without waiting for its session to expire; stop() sends no
@@ -117,9 +118,10 @@ class Worker:
     async def start(self) -> None:
         """Create topics and start the Kafka clients."""
         c = self.config
+        await check_connection(c)  # a refused login or certificate ends start-up here, not in a retry loop
         by_user = await ensure_topics(c)
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=c.bootstrap_servers,
+            **client_options(c),
             client_id=f"{c.app_id}-{c.worker_name}",
             acks="all",
             enable_idempotence=True,
@@ -231,7 +233,7 @@ class Worker:
             async with lock:
                 try:
                     commit = await handler(batch)
-                except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, KafkaError, OSError) as exc:
                     log.warning("batch failed (%s); it will be read again", exc)
                     await self._rewind(consumer, batch, sender, on_failure)
                     await asyncio.sleep(backoff)

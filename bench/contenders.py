@@ -71,8 +71,15 @@ async def run_raw(args: argparse.Namespace) -> None:
         t_last, cpu_last = time.time(), time.process_time()
     finally:
         await consumer.stop()
-    _write(args.result, seen=seen, decoded=decoded, t_first=t_first, t_last=t_last,
-           cpu_first=cpu_first, cpu_last=cpu_last)
+    _write(
+        args.result,
+        seen=seen,
+        decoded=decoded,
+        t_first=t_first,
+        t_last=t_last,
+        cpu_first=cpu_first,
+        cpu_last=cpu_last,
+    )
 
 
 # ------------------------------------------------------------------------------------------ faust
@@ -105,9 +112,15 @@ def run_faust(args: argparse.Namespace) -> None:
             if isinstance(event, dict) and isinstance(event.get("user_id"), str):
                 uses_per_user[event["user_id"]] += 1
             if progress["seen"] == args.expect:
-                _write(args.result, seen=progress["seen"], keys=len(uses_per_user),
-                       t_first=progress["t_first"], t_last=time.time(),
-                       cpu_first=progress["cpu_first"], cpu_last=time.process_time())
+                _write(
+                    args.result,
+                    seen=progress["seen"],
+                    keys=len(uses_per_user),
+                    t_first=progress["t_first"],
+                    t_last=time.time(),
+                    cpu_first=progress["cpu_first"],
+                    cpu_last=time.process_time(),
+                )
                 os.kill(os.getpid(), signal.SIGTERM)  # graceful stop through mode's signal handler
 
     sys.argv = [sys.argv[0], "worker", "--loglevel", "warn"]

@@ -117,16 +117,34 @@ def run_subprocess_contender(
     result_path = workdir / "result.json"
     group = f"bench-{ctx['run_id']}-{name}"
     kind = "raw" if name == "raw" else "faust"
-    cmd = [sys.executable, str(common.BENCH_DIR / "contenders.py"), kind, "--bootstrap", ctx["bootstrap"],
-           "--topic", ctx["topic"], "--group", group, "--expect", str(expect), "--result", str(result_path),
-           "--partitions", str(common.PARTITIONS), "--datadir", str(workdir / "data"), *extra_args]
+    cmd = [
+        sys.executable,
+        str(common.BENCH_DIR / "contenders.py"),
+        kind,
+        "--bootstrap",
+        ctx["bootstrap"],
+        "--topic",
+        ctx["topic"],
+        "--group",
+        group,
+        "--expect",
+        str(expect),
+        "--result",
+        str(result_path),
+        "--partitions",
+        str(common.PARTITIONS),
+        "--datadir",
+        str(workdir / "data"),
+        *extra_args,
+    ]
     log_path = workdir / "out.log"
     trace = CpuTrace({"broker": ctx["broker_pid"]})
     timeout = max(600.0, expect / 300)
     spawned = time.time()
     with open(log_path, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, stdin=subprocess.DEVNULL
+        )
     hwm = 0
     try:
         deadline = time.monotonic() + timeout
@@ -240,9 +258,23 @@ def start_profiler(pid: int, tmp: Path) -> tuple[subprocess.Popen, Path] | None:
         log("--profile: py-spy not installed (.venv/bin/pip install py-spy)")
         return None
     out = Path(tmp) / f"profile-{pid}.txt"
-    proc = subprocess.Popen([str(pyspy), "record", "--pid", str(pid), "--rate", "100", "--nonblocking",
-                             "--format", "raw", "-o", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            str(pyspy),
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "100",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return proc, out
 
 
@@ -275,16 +307,24 @@ def table(results: list[Result], ctx: dict) -> str:
         if not r.ok:
             rows.append((r.name, "FAILED", "-", "-", "-", "-", r.note))
             continue
-        rows.append((
-            r.name, f"{r.rate:,.0f}", f"{r.seconds:.2f}", f"{r.cpu_s_per_m:.1f}",
-            f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb else "-",
-            f"{r.broker_cpu_s_per_m:.1f}" if r.broker_cpu_s_per_m is not None else "-", r.exact,
-        ))
+        rows.append(
+            (
+                r.name,
+                f"{r.rate:,.0f}",
+                f"{r.seconds:.2f}",
+                f"{r.cpu_s_per_m:.1f}",
+                f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb else "-",
+                f"{r.broker_cpu_s_per_m:.1f}" if r.broker_cpu_s_per_m is not None else "-",
+                r.exact,
+            )
+        )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
     lines = []
     for i, row in enumerate(rows):
-        cells = [str(c).ljust(w) if j in (0, 6) else str(c).rjust(w)
-                 for j, (c, w) in enumerate(zip(row, widths, strict=True))]
+        cells = [
+            str(c).ljust(w) if j in (0, 6) else str(c).rjust(w)
+            for j, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
         lines.append("| " + " | ".join(cells) + " |")
         if i == 0:
             lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -299,8 +339,12 @@ def ratio(a: Result | None, b: Result | None) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--events", type=int, default=None,
-                   help="events in the data set (default 200000; with --events-file: the whole file)")
+    p.add_argument(
+        "--events",
+        type=int,
+        default=None,
+        help="events in the data set (default 200000; with --events-file: the whole file)",
+    )
     p.add_argument("--users", type=int, default=1_000_000, help="user population (1000000)")
     p.add_argument("--seed", type=int, default=4)
     p.add_argument("--events-file", help="use these JSON lines (e.g. from `adoptstream generate`) instead")
@@ -325,16 +369,26 @@ def main() -> int:
     run_id = uuid.uuid4().hex[:8]
     topic = f"bench-events-{run_id}"
     results: list[Result] = []
-    with tempfile.TemporaryDirectory(prefix="adoptstream-bench-") as tmp, \
-            common.broker(args.bootstrap, Path(tmp)) as (bootstrap, broker_pid, kversion):
+    with (
+        tempfile.TemporaryDirectory(prefix="adoptstream-bench-") as tmp,
+        common.broker(args.bootstrap, Path(tmp)) as (bootstrap, broker_pid, kversion),
+    ):
         info = common.machine_info(kversion)
         produce_s = common.produce(bootstrap, topic, lines)
         expected = common.expected_counts(lines)
-        log(f"produced {len(lines):,} events to {topic} in {produce_s:.1f} s "
-            f"({len(lines) / produce_s:,.0f}/s); expected outcomes {expected.outcomes}")
+        log(
+            f"produced {len(lines):,} events to {topic} in {produce_s:.1f} s "
+            f"({len(lines) / produce_s:,.0f}/s); expected outcomes {expected.outcomes}"
+        )
         json_ok = sum(1 for ln in lines if common.key_of(ln) is not None or _is_json(ln))
-        ctx = {"bootstrap": bootstrap, "broker_pid": broker_pid, "topic": topic, "lines": lines,
-               "run_id": run_id, "tmp": Path(tmp)}
+        ctx = {
+            "bootstrap": bootstrap,
+            "broker_pid": broker_pid,
+            "topic": topic,
+            "lines": lines,
+            "run_id": run_id,
+            "tmp": Path(tmp),
+        }
         for name in [c for c in ALL if c in only]:
             log(f"running {name} ...")
             if name == "raw":
@@ -347,16 +401,22 @@ def main() -> int:
                 r = run_adoptstream(args, ctx, expected)
             results.append(r)
             if r.ok:
-                log(f"{name}: {r.rate:,.0f} events/s ({r.seconds:.2f} s, {r.cpu_s_per_m:.1f} CPU s/M, "
-                    f"exact={r.exact}) {r.note}")
+                log(
+                    f"{name}: {r.rate:,.0f} events/s ({r.seconds:.2f} s, {r.cpu_s_per_m:.1f} CPU s/M, "
+                    f"exact={r.exact}) {r.note}"
+                )
     by = {r.name: r for r in results}
     print()
-    print(f"adoptstream benchmark: {len(lines):,} events, {desc['distinct_users']:,} distinct users "
-          f"(population {args.users:,}), {desc['bytes_p05']}-{desc['bytes_p95']} bytes (p5-p95), "
-          f"{common.PARTITIONS} partitions, Kafka {kversion}")
-    print(f"machine: {info['cpus']} CPUs {info['cpu_model']}, {info['ram_gib']} GiB, "
-          f"Python {info['python']}, load avg at start {info.get('load_avg_at_start', '?')}; "
-          f"clock: first record seen -> last record applied; one contender at a time")
+    print(
+        f"adoptstream benchmark: {len(lines):,} events, {desc['distinct_users']:,} distinct users "
+        f"(population {args.users:,}), {desc['bytes_p05']}-{desc['bytes_p95']} bytes (p5-p95), "
+        f"{common.PARTITIONS} partitions, Kafka {kversion}"
+    )
+    print(
+        f"machine: {info['cpus']} CPUs {info['cpu_model']}, {info['ram_gib']} GiB, "
+        f"Python {info['python']}, load avg at start {info.get('load_avg_at_start', '?')}; "
+        f"clock: first record seen -> last record applied; one contender at a time"
+    )
     print()
     print(table(results, ctx))
     if "profile" in by.get("adoptstream", Result("", 1)).extra:
@@ -367,12 +427,19 @@ def main() -> int:
     print()
     print(f"adoptstream/naive-faust ratio: {ratio(by.get('adoptstream'), by.get('naive-faust'))}")
     print(f"adoptstream/raw ratio: {ratio(by.get('adoptstream'), by.get('raw'))}")
-    common.save_json(args.json, {
-        "machine": info, "data_set": {**desc, "source": source, "population": args.users},
-        "produce_s": produce_s, "results": [asdict(r) for r in results],
-        "ratios": {"adoptstream/naive-faust": ratio(by.get("adoptstream"), by.get("naive-faust")),
-                   "adoptstream/raw": ratio(by.get("adoptstream"), by.get("raw"))},
-    })
+    common.save_json(
+        args.json,
+        {
+            "machine": info,
+            "data_set": {**desc, "source": source, "population": args.users},
+            "produce_s": produce_s,
+            "results": [asdict(r) for r in results],
+            "ratios": {
+                "adoptstream/naive-faust": ratio(by.get("adoptstream"), by.get("naive-faust")),
+                "adoptstream/raw": ratio(by.get("adoptstream"), by.get("raw")),
+            },
+        },
+    )
     common.save_json(common.OUT_DIR / "last_run.json", {"results": [asdict(r) for r in results]})
     exact = by.get("adoptstream", Result("", 1)).exact in ("yes", "-")
     return 0 if all(r.ok for r in results) and exact else 1

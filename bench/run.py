@@ -1,7 +1,8 @@
 """Side-by-side throughput benchmark of adoptstream (issue 4): `make bench` runs it.
 
     .venv/bin/python bench/run.py [--events 300000] [--users 1000000] [--bootstrap HOST:PORT]
-                                  [--only raw,naive-faust,adoptstream] [--json OUT] [--profile]
+                                  [--only raw,naive-faust,faust-batched,adoptstream] [--json OUT]
+                                  [--profile]
 
 One broker (its own LocalKafka on free loopback ports in a temp dir, or --bootstrap), one data set
 (realistic events from adoptstream's TrafficGenerator spread over --users users, or --events-file),
@@ -11,11 +12,16 @@ offset 0 with its own consumer group / app id, one after the other (never concur
   raw                  aiokafka getmany + orjson.loads per message, no state (the Python ceiling)
   naive-faust          the faust agent from faust's docs: one table update per event (memory store)
   naive-faust-rocksdb  the same with store="rocksdb://" (not in the default set: slow)
+  faust-batched        a competent faust app: stream.take_events() batches, adoptstream's validation,
+                       dedup and per-feature counters in Tables (memory store; contenders.py says
+                       what it does not do)
+  faust-batched-rocksdb  the same with store="rocksdb://" (not in the default set)
   adoptstream          the real worker subprocess, --store rocksdb: durable state + changelog, exact
                        contract metrics on /metrics
 
 Clock (identical rule for every contender): from the first record seen to the last record applied.
-  raw / faust: measured inside the contender (time.time() at the first and the N-th message).
+  raw / faust: measured inside the contender (time.time() at the first and the N-th message; for
+  faust-batched, the N-th message counted in its stats table).
   adoptstream: first = CreateTime of the earliest record in its by-user topic (the time the ingest
   stage received the first input batch, before parsing it); last = the /metrics scrape (every 100 ms)
   whose sum of adoptstream_events_total is N (conservative by up to one poll interval).
@@ -42,8 +48,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 from common import log
 
-ALL = ("raw", "naive-faust", "naive-faust-rocksdb", "adoptstream")
-DEFAULT_ONLY = "raw,naive-faust,adoptstream"
+ALL = ("raw", "naive-faust", "naive-faust-rocksdb", "faust-batched", "faust-batched-rocksdb", "adoptstream")
+DEFAULT_ONLY = "raw,naive-faust,faust-batched,adoptstream"
+# bench/contenders.py's kind for each subprocess contender, and the store it runs with
+SUBPROCESS_KINDS = {
+    "raw": ("raw", "memory"),
+    "naive-faust": ("faust", "memory"),
+    "naive-faust-rocksdb": ("faust", "rocksdb"),
+    "faust-batched": ("faust-batched", "memory"),
+    "faust-batched-rocksdb": ("faust-batched", "rocksdb"),
+}
 
 
 @dataclass
@@ -109,14 +123,16 @@ def _broker_share(res: Result, trace: CpuTrace, t_first: float, t_last: float) -
 
 
 def run_subprocess_contender(
-    name: str, args: argparse.Namespace, ctx: dict, extra_args: list[str], expect: int
+    name: str, ctx: dict, expect: int, expected: common.Expected | None = None
 ) -> Result:
-    """raw and faust: a bench/contenders.py process that reports its own first/last times and CPU."""
+    """raw and faust: a bench/contenders.py process that reports its own first/last times and CPU.
+
+    With `expected`, the contender's reported outcome and use counts are checked against it."""
     res = Result(name, expect)
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-", dir=ctx["tmp"]))
     result_path = workdir / "result.json"
     group = f"bench-{ctx['run_id']}-{name}"
-    kind = "raw" if name == "raw" else "faust"
+    kind, store = SUBPROCESS_KINDS[name]
     cmd = [
         sys.executable,
         str(common.BENCH_DIR / "contenders.py"),
@@ -135,7 +151,8 @@ def run_subprocess_contender(
         str(common.PARTITIONS),
         "--datadir",
         str(workdir / "data"),
-        *extra_args,
+        "--store",
+        store,
     ]
     log_path = workdir / "out.log"
     trace = CpuTrace({"broker": ctx["broker_pid"]})
@@ -175,7 +192,9 @@ def run_subprocess_contender(
         res.peak_rss_mb = hwm / 1024 if hwm else None
         _broker_share(res, trace, r["t_first"], r["t_last"])
         res.extra = {k: v for k, v in r.items() if k in ("seen", "decoded", "keys")}
-        if kind == "faust":
+        if expected is not None:
+            res.exact = check_exact(r.get("outcomes", {}), r.get("uses", {}), expected)
+        elif kind != "raw":
             res.exact = "n/a"
     else:
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
@@ -229,20 +248,33 @@ def run_adoptstream(args: argparse.Namespace, ctx: dict, expected: common.Expect
         res.startup_s = t_first - worker.spawned_at
         res.peak_rss_mb = hwm / 1024 if hwm else None
         _broker_share(res, trace, t_first, t_last)
-        res.exact = check_exact(worker.samples(timeout=10) or {}, expected)
+        res.exact = check_exact(*reported_counts(worker.samples(timeout=10) or {}), expected)
         res.extra["state_dir_mb"] = round(common.dir_bytes(data_dir) / 1e6, 1)
     return res
 
 
-def check_exact(samples: common.Samples, expected: common.Expected) -> str:
+def reported_counts(samples: common.Samples) -> tuple[dict[str, float], dict[str, float]]:
+    """Outcome counts and per-feature accepted uses as a worker's /metrics shows them."""
+    outcomes: dict[str, float] = {}
+    uses: dict[str, float] = {}
+    for (name, labels), value in samples.items():
+        label = dict(labels)
+        if name == "adoptstream_events_total":
+            outcomes[label["outcome"]] = outcomes.get(label["outcome"], 0.0) + value
+        elif name == "adoptstream_feature_uses_total":
+            uses[label["feature"]] = uses.get(label["feature"], 0.0) + value
+    return outcomes, uses
+
+
+def check_exact(outcomes: dict[str, float], uses: dict[str, float], expected: common.Expected) -> str:
     """Compare outcome counts and per-feature use counters with the pure core's numbers."""
     bad = []
     for outcome, want in expected.outcomes.items():
-        got = common.metric_sum(samples, "adoptstream_events_total", outcome=outcome)
+        got = outcomes.get(outcome, 0)
         if got != want:
             bad.append(f"{outcome} {got:.0f}!={want}")
     for feature, want in expected.uses.items():
-        got = common.metric_sum(samples, "adoptstream_feature_uses_total", feature=feature)
+        got = uses.get(feature, 0)
         if got != want:
             bad.append(f"uses[{feature}] {got:.0f}!={want}")
     return "yes" if not bad else "NO: " + ", ".join(bad[:4])
@@ -374,6 +406,8 @@ def main() -> int:
         common.broker(args.bootstrap, Path(tmp)) as (bootstrap, broker_pid, kversion),
     ):
         info = common.machine_info(kversion)
+        info["started"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        info["commit"] = source_commit()
         produce_s = common.produce(bootstrap, topic, lines)
         expected = common.expected_counts(lines)
         log(
@@ -391,14 +425,14 @@ def main() -> int:
         }
         for name in [c for c in ALL if c in only]:
             log(f"running {name} ...")
-            if name == "raw":
-                r = run_subprocess_contender(name, args, ctx, [], len(lines))
-            elif name == "naive-faust":
-                r = run_subprocess_contender(name, args, ctx, ["--store", "memory"], json_ok)
-            elif name == "naive-faust-rocksdb":
-                r = run_subprocess_contender(name, args, ctx, ["--store", "rocksdb"], json_ok)
-            else:
+            if name == "adoptstream":
                 r = run_adoptstream(args, ctx, expected)
+            elif name == "raw":
+                r = run_subprocess_contender(name, ctx, len(lines))
+            elif name.startswith("naive-faust"):  # its JSON topic skips what is not JSON
+                r = run_subprocess_contender(name, ctx, json_ok)
+            else:
+                r = run_subprocess_contender(name, ctx, len(lines), expected)
             results.append(r)
             if r.ok:
                 log(
@@ -417,6 +451,7 @@ def main() -> int:
         f"Python {info['python']}, load avg at start {info.get('load_avg_at_start', '?')}; "
         f"clock: first record seen -> last record applied; one contender at a time"
     )
+    print(f"run: started {info['started']}, commit {info['commit']}")
     print()
     print(table(results, ctx))
     if "profile" in by.get("adoptstream", Result("", 1)).extra:
@@ -425,8 +460,12 @@ def main() -> int:
         print()
         print(profile_summary.render(by["adoptstream"].extra["profile"]))
     print()
-    print(f"adoptstream/naive-faust ratio: {ratio(by.get('adoptstream'), by.get('naive-faust'))}")
-    print(f"adoptstream/raw ratio: {ratio(by.get('adoptstream'), by.get('raw'))}")
+    ratios = {
+        f"adoptstream/{other}": ratio(by.get("adoptstream"), by.get(other))
+        for other in ("naive-faust", "faust-batched", "raw")
+    }
+    for pair, value in ratios.items():
+        print(f"{pair} ratio: {value}")
     common.save_json(
         args.json,
         {
@@ -434,15 +473,34 @@ def main() -> int:
             "data_set": {**desc, "source": source, "population": args.users},
             "produce_s": produce_s,
             "results": [asdict(r) for r in results],
-            "ratios": {
-                "adoptstream/naive-faust": ratio(by.get("adoptstream"), by.get("naive-faust")),
-                "adoptstream/raw": ratio(by.get("adoptstream"), by.get("raw")),
-            },
+            "ratios": ratios,
         },
     )
     common.save_json(common.OUT_DIR / "last_run.json", {"results": [asdict(r) for r in results]})
     exact = by.get("adoptstream", Result("", 1)).exact in ("yes", "-")
     return 0 if all(r.ok for r in results) and exact else 1
+
+
+def source_commit() -> str:
+    """The measured code's commit (short hash), marked when the work tree has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=common.REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=common.REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{head} + uncommitted changes" if dirty else head
 
 
 def _is_json(line: bytes) -> bool:

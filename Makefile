@@ -57,8 +57,13 @@ check-deploy: install system-deps
 	promtool test rules deploy/prometheus/tests/*.yml
 	amtool check-config deploy/alertmanager/alertmanager.yml
 
-bench: install
+# The faust contenders need the bench extra; installed once, again when pyproject.toml changes.
+bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	@touch $@
 
 clean:
 	rm -rf .run build dist src/*.egg-info .pytest_cache .hypothesis

@@ -207,7 +207,8 @@ def run_faust_batched(args: argparse.Namespace) -> None:
     deltas_topic = app.topic(f"{args.group}-deltas", key_type=str, value_type=int, partitions=args.partitions)
     users = app.Table("users", partitions=args.partitions, key_type=bytes)
     stats = app.Table("stats", default=int, partitions=args.partitions)
-    progress: dict = {"seen": 0, "applied": 0, "t_first": None, "cpu_first": None}
+    # events taken, delta messages sent and summed, events counted in stats (all in this one process)
+    progress: dict = {"seen": 0, "sent": 0, "summed": 0, "counted": 0, "t_first": None, "cpu_first": None}
 
     def mark_first(value: bytes) -> bytes:
         if progress["t_first"] is None:
@@ -256,6 +257,7 @@ def run_faust_batched(args: argparse.Namespace) -> None:
                 _current_event.set(weakref.ref(event))
                 users[key] = user  # one changelog record per touched user and batch
             _current_event.set(None)
+            progress["sent"] += len(deltas)  # before the sends: the other agent runs during them
             for counter, delta in deltas.items():
                 await deltas_topic.send(key=counter, value=delta)
             progress["seen"] += len(batch)
@@ -265,23 +267,26 @@ def run_faust_batched(args: argparse.Namespace) -> None:
     async def sum_deltas(stream):  # type: ignore[no-untyped-def]
         async for counter, delta in stream.items():
             stats[counter] += delta
+            progress["summed"] += 1
             if counter.startswith("outcome:"):
-                progress["applied"] += delta
-                if progress["applied"] == args.expect:
-                    outcomes = {k.split(":", 1)[1]: v for k, v in stats.items() if k.startswith("outcome:")}
-                    uses = {k.split(":", 1)[1]: v for k, v in stats.items() if k.startswith("uses:")}
-                    _write(
-                        args.result,
-                        seen=progress["seen"],
-                        keys=len(users),
-                        outcomes=outcomes,
-                        uses=uses,
-                        t_first=progress["t_first"],
-                        t_last=time.time(),
-                        cpu_first=progress["cpu_first"],
-                        cpu_last=time.process_time(),
-                    )
-                    os.kill(os.getpid(), signal.SIGTERM)
+                progress["counted"] += delta
+            # done when every event has its outcome and every delta sent is summed: the deltas of
+            # one batch are keyed by counter, so they arrive in several partitions, in any order
+            if progress["counted"] == args.expect and progress["summed"] == progress["sent"]:
+                outcomes = {k.split(":", 1)[1]: v for k, v in stats.items() if k.startswith("outcome:")}
+                uses = {k.split(":", 1)[1]: v for k, v in stats.items() if k.startswith("uses:")}
+                _write(
+                    args.result,
+                    seen=progress["seen"],
+                    keys=len(users),
+                    outcomes=outcomes,
+                    uses=uses,
+                    t_first=progress["t_first"],
+                    t_last=time.time(),
+                    cpu_first=progress["cpu_first"],
+                    cpu_last=time.process_time(),
+                )
+                os.kill(os.getpid(), signal.SIGTERM)
 
     sys.argv = [sys.argv[0], "worker", "--loglevel", "warn"]
     app.main()

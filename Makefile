@@ -80,8 +80,13 @@ check-deploy: install system-deps kustomize
 k8s-rules: install
 	$(BIN)/python deploy/k8s/prometheusrule.py
 
-bench: install
+# The faust contenders need the bench extra; installed once, again when pyproject.toml changes.
+bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	@touch $@
 
 clean:
 	rm -rf .run build dist src/*.egg-info dev/*.egg-info .pytest_cache .hypothesis

@@ -1,7 +1,8 @@
 """Side-by-side throughput benchmark of adoptstream (issue 4): `make bench` runs it.
 
     .venv/bin/python bench/run.py [--events 300000] [--users 1000000] [--bootstrap HOST:PORT]
-                                  [--only raw,naive-faust,adoptstream] [--json OUT] [--profile]
+                                  [--only raw,naive-faust,faust-batched,adoptstream] [--json OUT]
+                                  [--profile]
 
 One broker (its own LocalKafka on free loopback ports in a temp dir, or --bootstrap), one data set
 (realistic events from adoptstream's TrafficGenerator spread over --users users, or --events-file),
@@ -11,11 +12,16 @@ offset 0 with its own consumer group / app id, one after the other (never concur
   raw                  aiokafka getmany + orjson.loads per message, no state (the Python ceiling)
   naive-faust          the faust agent from faust's docs: one table update per event (memory store)
   naive-faust-rocksdb  the same with store="rocksdb://" (not in the default set: slow)
+  faust-batched        a competent faust app: stream.take_events() batches, adoptstream's validation,
+                       dedup and per-feature counters in Tables (memory store; contenders.py says
+                       what it does not do)
+  faust-batched-rocksdb  the same with store="rocksdb://" (not in the default set)
   adoptstream          the real worker subprocess, --store rocksdb: durable state + changelog, exact
                        contract metrics on /metrics
 
 Clock (identical rule for every contender): from the first record seen to the last record applied.
-  raw / faust: measured inside the contender (time.time() at the first and the N-th message).
+  raw / faust: measured inside the contender (time.time() at the first and the N-th message; for
+  faust-batched, the N-th message counted in its stats table).
   adoptstream: first = CreateTime of the earliest record in its by-user topic (the time the ingest
   stage received the first input batch, before parsing it); last = the /metrics scrape (every 100 ms)
   whose sum of adoptstream_events_total is N (conservative by up to one poll interval).
@@ -42,8 +48,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 from common import log
 
-ALL = ("raw", "naive-faust", "naive-faust-rocksdb", "adoptstream")
-DEFAULT_ONLY = "raw,naive-faust,adoptstream"
+ALL = ("raw", "naive-faust", "naive-faust-rocksdb", "faust-batched", "faust-batched-rocksdb", "adoptstream")
+DEFAULT_ONLY = "raw,naive-faust,faust-batched,adoptstream"
+# bench/contenders.py's kind for each subprocess contender, and the store it runs with
+SUBPROCESS_KINDS = {
+    "raw": ("raw", "memory"),
+    "naive-faust": ("faust", "memory"),
+    "naive-faust-rocksdb": ("faust", "rocksdb"),
+    "faust-batched": ("faust-batched", "memory"),
+    "faust-batched-rocksdb": ("faust-batched", "rocksdb"),
+}
 
 
 @dataclass
@@ -109,24 +123,45 @@ def _broker_share(res: Result, trace: CpuTrace, t_first: float, t_last: float) -
 
 
 def run_subprocess_contender(
-    name: str, args: argparse.Namespace, ctx: dict, extra_args: list[str], expect: int
+    name: str, ctx: dict, expect: int, expected: common.Expected | None = None
 ) -> Result:
-    """raw and faust: a bench/contenders.py process that reports its own first/last times and CPU."""
+    """raw and faust: a bench/contenders.py process that reports its own first/last times and CPU.
+
+    With `expected`, the contender's reported outcome and use counts are checked against it."""
     res = Result(name, expect)
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-", dir=ctx["tmp"]))
     result_path = workdir / "result.json"
     group = f"bench-{ctx['run_id']}-{name}"
-    kind = "raw" if name == "raw" else "faust"
-    cmd = [sys.executable, str(common.BENCH_DIR / "contenders.py"), kind, "--bootstrap", ctx["bootstrap"],
-           "--topic", ctx["topic"], "--group", group, "--expect", str(expect), "--result", str(result_path),
-           "--partitions", str(common.PARTITIONS), "--datadir", str(workdir / "data"), *extra_args]
+    kind, store = SUBPROCESS_KINDS[name]
+    cmd = [
+        sys.executable,
+        str(common.BENCH_DIR / "contenders.py"),
+        kind,
+        "--bootstrap",
+        ctx["bootstrap"],
+        "--topic",
+        ctx["topic"],
+        "--group",
+        group,
+        "--expect",
+        str(expect),
+        "--result",
+        str(result_path),
+        "--partitions",
+        str(common.PARTITIONS),
+        "--datadir",
+        str(workdir / "data"),
+        "--store",
+        store,
+    ]
     log_path = workdir / "out.log"
     trace = CpuTrace({"broker": ctx["broker_pid"]})
     timeout = max(600.0, expect / 300)
     spawned = time.time()
     with open(log_path, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, stdin=subprocess.DEVNULL
+        )
     hwm = 0
     try:
         deadline = time.monotonic() + timeout
@@ -157,7 +192,9 @@ def run_subprocess_contender(
         res.peak_rss_mb = hwm / 1024 if hwm else None
         _broker_share(res, trace, r["t_first"], r["t_last"])
         res.extra = {k: v for k, v in r.items() if k in ("seen", "decoded", "keys")}
-        if kind == "faust":
+        if expected is not None:
+            res.exact = check_exact(r.get("outcomes", {}), r.get("uses", {}), expected)
+        elif kind != "raw":
             res.exact = "n/a"
     else:
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
@@ -211,20 +248,33 @@ def run_adoptstream(args: argparse.Namespace, ctx: dict, expected: common.Expect
         res.startup_s = t_first - worker.spawned_at
         res.peak_rss_mb = hwm / 1024 if hwm else None
         _broker_share(res, trace, t_first, t_last)
-        res.exact = check_exact(worker.samples(timeout=10) or {}, expected)
+        res.exact = check_exact(*reported_counts(worker.samples(timeout=10) or {}), expected)
         res.extra["state_dir_mb"] = round(common.dir_bytes(data_dir) / 1e6, 1)
     return res
 
 
-def check_exact(samples: common.Samples, expected: common.Expected) -> str:
+def reported_counts(samples: common.Samples) -> tuple[dict[str, float], dict[str, float]]:
+    """Outcome counts and per-feature accepted uses as a worker's /metrics shows them."""
+    outcomes: dict[str, float] = {}
+    uses: dict[str, float] = {}
+    for (name, labels), value in samples.items():
+        label = dict(labels)
+        if name == "adoptstream_events_total":
+            outcomes[label["outcome"]] = outcomes.get(label["outcome"], 0.0) + value
+        elif name == "adoptstream_feature_uses_total":
+            uses[label["feature"]] = uses.get(label["feature"], 0.0) + value
+    return outcomes, uses
+
+
+def check_exact(outcomes: dict[str, float], uses: dict[str, float], expected: common.Expected) -> str:
     """Compare outcome counts and per-feature use counters with the pure core's numbers."""
     bad = []
     for outcome, want in expected.outcomes.items():
-        got = common.metric_sum(samples, "adoptstream_events_total", outcome=outcome)
+        got = outcomes.get(outcome, 0)
         if got != want:
             bad.append(f"{outcome} {got:.0f}!={want}")
     for feature, want in expected.uses.items():
-        got = common.metric_sum(samples, "adoptstream_feature_uses_total", feature=feature)
+        got = uses.get(feature, 0)
         if got != want:
             bad.append(f"uses[{feature}] {got:.0f}!={want}")
     return "yes" if not bad else "NO: " + ", ".join(bad[:4])
@@ -240,9 +290,23 @@ def start_profiler(pid: int, tmp: Path) -> tuple[subprocess.Popen, Path] | None:
         log("--profile: py-spy not installed (.venv/bin/pip install py-spy)")
         return None
     out = Path(tmp) / f"profile-{pid}.txt"
-    proc = subprocess.Popen([str(pyspy), "record", "--pid", str(pid), "--rate", "100", "--nonblocking",
-                             "--format", "raw", "-o", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            str(pyspy),
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "100",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return proc, out
 
 
@@ -275,16 +339,24 @@ def table(results: list[Result], ctx: dict) -> str:
         if not r.ok:
             rows.append((r.name, "FAILED", "-", "-", "-", "-", r.note))
             continue
-        rows.append((
-            r.name, f"{r.rate:,.0f}", f"{r.seconds:.2f}", f"{r.cpu_s_per_m:.1f}",
-            f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb else "-",
-            f"{r.broker_cpu_s_per_m:.1f}" if r.broker_cpu_s_per_m is not None else "-", r.exact,
-        ))
+        rows.append(
+            (
+                r.name,
+                f"{r.rate:,.0f}",
+                f"{r.seconds:.2f}",
+                f"{r.cpu_s_per_m:.1f}",
+                f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb else "-",
+                f"{r.broker_cpu_s_per_m:.1f}" if r.broker_cpu_s_per_m is not None else "-",
+                r.exact,
+            )
+        )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
     lines = []
     for i, row in enumerate(rows):
-        cells = [str(c).ljust(w) if j in (0, 6) else str(c).rjust(w)
-                 for j, (c, w) in enumerate(zip(row, widths, strict=True))]
+        cells = [
+            str(c).ljust(w) if j in (0, 6) else str(c).rjust(w)
+            for j, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
         lines.append("| " + " | ".join(cells) + " |")
         if i == 0:
             lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -299,8 +371,12 @@ def ratio(a: Result | None, b: Result | None) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--events", type=int, default=None,
-                   help="events in the data set (default 200000; with --events-file: the whole file)")
+    p.add_argument(
+        "--events",
+        type=int,
+        default=None,
+        help="events in the data set (default 200000; with --events-file: the whole file)",
+    )
     p.add_argument("--users", type=int, default=1_000_000, help="user population (1000000)")
     p.add_argument("--seed", type=int, default=4)
     p.add_argument("--events-file", help="use these JSON lines (e.g. from `adoptstream generate`) instead")
@@ -325,38 +401,57 @@ def main() -> int:
     run_id = uuid.uuid4().hex[:8]
     topic = f"bench-events-{run_id}"
     results: list[Result] = []
-    with tempfile.TemporaryDirectory(prefix="adoptstream-bench-") as tmp, \
-            common.broker(args.bootstrap, Path(tmp)) as (bootstrap, broker_pid, kversion):
+    with (
+        tempfile.TemporaryDirectory(prefix="adoptstream-bench-") as tmp,
+        common.broker(args.bootstrap, Path(tmp)) as (bootstrap, broker_pid, kversion),
+    ):
         info = common.machine_info(kversion)
+        info["started"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        info["commit"] = source_commit()
         produce_s = common.produce(bootstrap, topic, lines)
         expected = common.expected_counts(lines)
-        log(f"produced {len(lines):,} events to {topic} in {produce_s:.1f} s "
-            f"({len(lines) / produce_s:,.0f}/s); expected outcomes {expected.outcomes}")
+        log(
+            f"produced {len(lines):,} events to {topic} in {produce_s:.1f} s "
+            f"({len(lines) / produce_s:,.0f}/s); expected outcomes {expected.outcomes}"
+        )
         json_ok = sum(1 for ln in lines if common.key_of(ln) is not None or _is_json(ln))
-        ctx = {"bootstrap": bootstrap, "broker_pid": broker_pid, "topic": topic, "lines": lines,
-               "run_id": run_id, "tmp": Path(tmp)}
+        ctx = {
+            "bootstrap": bootstrap,
+            "broker_pid": broker_pid,
+            "topic": topic,
+            "lines": lines,
+            "run_id": run_id,
+            "tmp": Path(tmp),
+        }
         for name in [c for c in ALL if c in only]:
             log(f"running {name} ...")
-            if name == "raw":
-                r = run_subprocess_contender(name, args, ctx, [], len(lines))
-            elif name == "naive-faust":
-                r = run_subprocess_contender(name, args, ctx, ["--store", "memory"], json_ok)
-            elif name == "naive-faust-rocksdb":
-                r = run_subprocess_contender(name, args, ctx, ["--store", "rocksdb"], json_ok)
-            else:
+            if name == "adoptstream":
                 r = run_adoptstream(args, ctx, expected)
+            elif name == "raw":
+                r = run_subprocess_contender(name, ctx, len(lines))
+            elif name.startswith("naive-faust"):  # its JSON topic skips what is not JSON
+                r = run_subprocess_contender(name, ctx, json_ok)
+            else:
+                r = run_subprocess_contender(name, ctx, len(lines), expected)
             results.append(r)
             if r.ok:
-                log(f"{name}: {r.rate:,.0f} events/s ({r.seconds:.2f} s, {r.cpu_s_per_m:.1f} CPU s/M, "
-                    f"exact={r.exact}) {r.note}")
+                log(
+                    f"{name}: {r.rate:,.0f} events/s ({r.seconds:.2f} s, {r.cpu_s_per_m:.1f} CPU s/M, "
+                    f"exact={r.exact}) {r.note}"
+                )
     by = {r.name: r for r in results}
     print()
-    print(f"adoptstream benchmark: {len(lines):,} events, {desc['distinct_users']:,} distinct users "
-          f"(population {args.users:,}), {desc['bytes_p05']}-{desc['bytes_p95']} bytes (p5-p95), "
-          f"{common.PARTITIONS} partitions, Kafka {kversion}")
-    print(f"machine: {info['cpus']} CPUs {info['cpu_model']}, {info['ram_gib']} GiB, "
-          f"Python {info['python']}, load avg at start {info.get('load_avg_at_start', '?')}; "
-          f"clock: first record seen -> last record applied; one contender at a time")
+    print(
+        f"adoptstream benchmark: {len(lines):,} events, {desc['distinct_users']:,} distinct users "
+        f"(population {args.users:,}), {desc['bytes_p05']}-{desc['bytes_p95']} bytes (p5-p95), "
+        f"{common.PARTITIONS} partitions, Kafka {kversion}"
+    )
+    print(
+        f"machine: {info['cpus']} CPUs {info['cpu_model']}, {info['ram_gib']} GiB, "
+        f"Python {info['python']}, load avg at start {info.get('load_avg_at_start', '?')}; "
+        f"clock: first record seen -> last record applied; one contender at a time"
+    )
+    print(f"run: started {info['started']}, commit {info['commit']}")
     print()
     print(table(results, ctx))
     if "profile" in by.get("adoptstream", Result("", 1)).extra:
@@ -365,17 +460,47 @@ def main() -> int:
         print()
         print(profile_summary.render(by["adoptstream"].extra["profile"]))
     print()
-    print(f"adoptstream/naive-faust ratio: {ratio(by.get('adoptstream'), by.get('naive-faust'))}")
-    print(f"adoptstream/raw ratio: {ratio(by.get('adoptstream'), by.get('raw'))}")
-    common.save_json(args.json, {
-        "machine": info, "data_set": {**desc, "source": source, "population": args.users},
-        "produce_s": produce_s, "results": [asdict(r) for r in results],
-        "ratios": {"adoptstream/naive-faust": ratio(by.get("adoptstream"), by.get("naive-faust")),
-                   "adoptstream/raw": ratio(by.get("adoptstream"), by.get("raw"))},
-    })
+    ratios = {
+        f"adoptstream/{other}": ratio(by.get("adoptstream"), by.get(other))
+        for other in ("naive-faust", "faust-batched", "raw")
+    }
+    for pair, value in ratios.items():
+        print(f"{pair} ratio: {value}")
+    common.save_json(
+        args.json,
+        {
+            "machine": info,
+            "data_set": {**desc, "source": source, "population": args.users},
+            "produce_s": produce_s,
+            "results": [asdict(r) for r in results],
+            "ratios": ratios,
+        },
+    )
     common.save_json(common.OUT_DIR / "last_run.json", {"results": [asdict(r) for r in results]})
     exact = by.get("adoptstream", Result("", 1)).exact in ("yes", "-")
     return 0 if all(r.ok for r in results) and exact else 1
+
+
+def source_commit() -> str:
+    """The measured code's commit (short hash), marked when the work tree has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=common.REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=common.REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{head} + uncommitted changes" if dirty else head
 
 
 def _is_json(line: bytes) -> bool:

@@ -42,7 +42,9 @@ WORKDIR /var/lib/adoptstream
 # RocksDB state (rebuilt from the changelog topic when lost, but a kept volume makes restarts fast).
 VOLUME ["/var/lib/adoptstream"]
 EXPOSE 6066
-HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('ADOPTSTREAM_WEB_PORT', '6066') + '/healthz', timeout=2)"]
+# /healthz needs no credentials; a web config file (ADOPTSTREAM_WEB_CONFIG_FILE) may make it TLS only, so
+# the check tries plain HTTP, then TLS to its own loopback port without verifying the certificate.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["python", "-c", "import os, ssl, urllib.request as u\nport = os.environ.get('ADOPTSTREAM_WEB_PORT', '6066')\ntry: u.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=2)\nexcept OSError: u.urlopen(f'https://127.0.0.1:{port}/healthz', timeout=2, context=ssl._create_unverified_context())"]
 ENTRYPOINT ["tini", "--", "adoptstream"]
 CMD ["worker"]

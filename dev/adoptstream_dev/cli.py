@@ -7,6 +7,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from adoptstream.cli import dispatch
+
 # subcommand -> module with `add_parser(subparsers)`; the parser sets `func(args) -> int`.
 SUBCOMMANDS: dict[str, str] = {
     "kafka": "adoptstream_dev.localkafka",
@@ -23,13 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in SUBCOMMANDS.values():
         importlib.import_module(module).add_parser(sub)
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 0
+    return dispatch(parser.parse_args(list(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     first = argv[0] if argv else None
     parser = build_parser(first if first in SUBCOMMANDS else None)
-    args = parser.parse_args(argv)
+    return dispatch(parser.parse_args(argv))
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the subcommand `args` chose; its exit code (130 after Ctrl-C, 0 when stdout went away)."""
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

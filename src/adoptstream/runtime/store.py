@@ -11,7 +11,6 @@ the totals come from there plus the changelog tail, instead of from decoding eve
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ SOURCE_PREFIX = b"s"
 META_PREFIX = b"\x00"  # keys that are not states
 _OFFSET_KEY = META_PREFIX + b"changelog-offset"
 _TOTALS_KEY = META_PREFIX + b"totals"
+CHANGELOG_ID_KEY = META_PREFIX + b"changelog-id"  # the id of the changelog topic the store mirrors
 MAX_KEY_BYTES = 128  # the prefix of a key that RocksDB hashes (its limit; user ids are mostly shorter)
 MEMTABLE_BUCKETS = 200_000  # about the entries of one 64 MB memtable of user states
 WRITE_BUFFER_BYTES = 64 << 20  # RocksDB's default memtable size, set explicitly
@@ -42,6 +42,20 @@ def user_key(user_id: str) -> bytes:
 
 def source_key(src_partition: int) -> bytes:
     return SOURCE_PREFIX + str(src_partition).encode()
+
+
+def is_store_error(exc: BaseException) -> bool:
+    """True for an error of the local store: the disk full or unwritable, a file missing or corrupt.
+
+    rocksdict raises plain `Exception`s: RocksDB's failures carry its status text, the file system's
+    (creating the store's directory) Rust's "... (os error N)".
+    """
+    if isinstance(exc, OSError):
+        return True
+    text = str(exc)
+    return type(exc) is Exception and (
+        text.startswith(("IO error", "Corruption", "Invalid argument")) or "(os error " in text
+    )
 
 
 def decode_state(key: bytes, value: bytes) -> State:
@@ -77,7 +91,9 @@ class PartitionStore(Protocol):
 
     def totals_snapshot(self) -> bytes | None: ...
 
-    def wipe(self) -> None: ...
+    def meta(self, key: bytes) -> bytes | None: ...
+
+    def set_meta(self, key: bytes, value: bytes) -> None: ...
 
     def maybe_flush(self, totals: Snapshot | None = None, idle: bool = False) -> None: ...
 
@@ -89,6 +105,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._data: dict[bytes, State] = {}
+        self._meta: dict[bytes, bytes] = {}
         self.changelog_offset = -1
 
     def load(self, key: bytes) -> State | None:
@@ -114,9 +131,11 @@ class MemoryStore:
     def totals_snapshot(self) -> bytes | None:
         return None  # restored states are decoded anyway: the totals are derived from them after
 
-    def wipe(self) -> None:
-        self._data.clear()
-        self.changelog_offset = -1
+    def meta(self, key: bytes) -> bytes | None:
+        return self._meta.get(key)
+
+    def set_meta(self, key: bytes, value: bytes) -> None:
+        self._meta[key] = value
 
     def maybe_flush(self, totals: Snapshot | None = None, idle: bool = False) -> None:
         return None
@@ -152,7 +171,7 @@ class RocksStore:
 
         self._path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        options = self._options = Options(raw_mode=True)
+        options = Options(raw_mode=True)
         options.create_if_missing(True)
         table = BlockBasedOptions()
         table.set_bloom_filter(10, False)  # a new user's lookup rarely touches the disk
@@ -258,18 +277,23 @@ class RocksStore:
     def _stored(self) -> Iterator[tuple[bytes, bytes]]:
         return ((k, v) for k, v in self._db.items(read_opt=self._scan) if k[:1] != META_PREFIX)
 
-    def wipe(self) -> None:
-        self._db.close()
-        shutil.rmtree(self._path, ignore_errors=True)
-        from rocksdict import Rdict
+    def meta(self, key: bytes) -> bytes | None:
+        """A value kept next to the states (its key starts with META_PREFIX)."""
+        return self._db.get(key)
 
-        self._db = Rdict(str(self._path), self._options)
-        self.changelog_offset = -1
+    def set_meta(self, key: bytes, value: bytes) -> None:
+        self._db.put(key, value, self._write_options)
+        self._dirty = True
 
     def close(self, totals: Snapshot | None = None) -> None:
-        # without a WAL, unflushed memtables would have to come from the changelog
-        self._flush(totals, wait=True)
-        self._db.close()
+        """Flush (without a WAL, unflushed memtables would have to come from the changelog) and close.
+
+        Closed even when the flush fails (a full disk): what it held comes back from the changelog.
+        """
+        try:
+            self._flush(totals, wait=True)
+        finally:
+            self._db.close()
 
 
 def open_store(kind: str, state_dir: Path, partition: int) -> PartitionStore:

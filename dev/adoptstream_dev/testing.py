@@ -18,9 +18,10 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -111,6 +112,23 @@ def diff_samples(a: Samples, b: Samples, limit: int = 8) -> list[str]:
     return out
 
 
+# -- waiting --------------------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def poll_until(check: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.2) -> T:
+    """Call `check` until it returns something true (returned) or `timeout_s` passed (TimeoutError)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not after {timeout_s} s (last: {result!r})")
+        time.sleep(interval_s)
+
+
 # -- topics -----------------------------------------------------------------------------------------
 
 
@@ -141,6 +159,22 @@ def create_topic(
 ) -> None:
     """`create_topic_async` for synchronous callers."""
     asyncio.run(create_topic_async(bootstrap, topic, partitions, configs))
+
+
+def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> the offset `group` committed there."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def fetch() -> dict[tuple[str, int], int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(group)
+        finally:
+            await admin.close()
+        return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+    return asyncio.run(fetch())
 
 
 # -- worker processes -------------------------------------------------------------------------------
@@ -257,16 +291,20 @@ class WorkerProcess:
             raise AssertionError(f"/metrics answered {status}: {text[:500]}")
         return parse_samples(text)
 
-    def wait_ready(self, timeout_s: float = 90.0) -> None:
-        """Poll /ready until 200; fail early when the worker exits."""
+    def wait_ready(self, timeout_s: float = 90.0, path: str = "/ready") -> None:
+        """Poll /ready (or `path`) until 200; fail early when the worker exits."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.assert_alive()
             with contextlib.suppress(OSError):
-                if self.get("/ready", timeout=1.0)[0] == 200:
+                if self.get(path, timeout=1.0)[0] == 200:
                     return
             time.sleep(0.1)
-        raise TimeoutError(f"worker on port {self.port} not ready in {timeout_s} s:\n{self.log_tail()}")
+        raise TimeoutError(f"worker on port {self.port}: {path} not 200 in {timeout_s} s:\n{self.log_tail()}")
+
+    def wait_serving(self, timeout_s: float = 30.0) -> None:
+        """Poll /healthz until 200: the web endpoints answer (ready or not)."""
+        self.wait_ready(timeout_s, "/healthz")
 
     def log_tail(self, lines: int = 40) -> str:
         if self.log_path is None or not self.log_path.exists():

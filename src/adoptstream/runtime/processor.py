@@ -188,17 +188,17 @@ class StateProcessor:
                 + RESET_HINT
             )
 
-    def revoke(self, partitions: list[int]) -> None:
+    def revoke(self, partitions: list[int], flush: bool = True) -> None:
         """Forget partitions that moved to another worker (local RocksDB files stay for next time).
 
-        A store that cannot be flushed (a full disk) is closed anyway: what it held comes back from the
-        changelog at the next assignment.
+        A store that cannot be flushed (a full disk: `flush` false) is closed anyway: what it held comes
+        back from the changelog at the next assignment.
         """
         for p in partitions:
             owned = self.owned.pop(p, None)
             if owned is not None:
                 self._version += 1
-                _close_quietly(p, owned.store, owned.snapshot())
+                _close_quietly(p, owned.store, owned.snapshot(), flush)
 
     def close(self) -> None:
         self.revoke(list(self.owned))
@@ -471,10 +471,12 @@ def _snapshot_of(partition: int, store: PartitionStore) -> AdoptionTotals | None
     return totals
 
 
-def _close_quietly(partition: int, store: PartitionStore, totals: Snapshot | None = None) -> None:
+def _close_quietly(
+    partition: int, store: PartitionStore, totals: Snapshot | None = None, flush: bool = True
+) -> None:
     """Close a store whatever happens (a full disk fails its last flush): the changelog has it all."""
     try:
-        store.close(totals)
+        store.close(totals, flush)
     except Exception as exc:
         log.warning("state partition %d: store closed without its last flush (%s)", partition, exc)
 

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 Batch = dict[TopicPartition, list[ConsumerRecord]]
 Handler = Callable[[Batch], Awaitable[dict[TopicPartition, int]]]
 Admit = Callable[[list[int]], Awaitable[dict[int, Exception]]]  # partition -> why it cannot be read yet
-Release = Callable[[list[int]], None]
+Release = Callable[[list[int], bool], None]  # partitions, flush their stores (false: the disk failed)
 
 POLL_TIMEOUT_MS = 200
 PROBE_TIMEOUT_MS = 2_000  # a partition read alone to find a batch the consumer cannot decode
@@ -116,7 +116,6 @@ class Stage:
         self._suspects: set[TopicPartition] = set()  # applied one partition per batch until one goes through
         self._failing_since: float | None = None
         self._backoff = STAGE_BACKOFF_S[0]
-        self._idle_error_logged = 0.0
 
     @property
     def ready(self) -> bool:
@@ -158,7 +157,7 @@ class Stage:
                 await self._wait(await self._on_read_error(exc))
                 continue
             if not batch:
-                if self._on_idle is not None:
+                if self._on_idle is not None or self._holds:
                     async with self.lock:
                         self._idle()
                 continue
@@ -202,7 +201,7 @@ class Stage:
         first = {tp: recs[0].offset for tp, recs in part.items()}
         self._rewind(part)
         if self._reload:
-            self._readmit(part)
+            self._readmit(list(part), flush=kind != "storage")
         if kind == "kafka":
             return True
         if len(part) > 1:  # narrow it down: each of them alone from now on
@@ -377,18 +376,18 @@ class Stage:
         )
         self._publish()
 
-    def _readmit(self, part: Batch) -> None:
+    def _readmit(self, tps: list[TopicPartition], flush: bool = True) -> None:
         """Release partitions and have them admitted again (restored) before they are read."""
-        tps = [tp for tp in part if tp in self._next]
-        self._release_partitions(tps)
+        tps = [tp for tp in tps if tp in self._next]
+        self._release_partitions(tps, flush)
         for tp in tps:
             self._next.pop(tp)
             self._pending.add(tp)
         self._consumer.pause(*tps)
 
-    def _release_partitions(self, tps: list[TopicPartition]) -> None:
+    def _release_partitions(self, tps: list[TopicPartition], flush: bool = True) -> None:
         if self._release is not None and tps:
-            self._release([tp.partition for tp in tps])
+            self._release([tp.partition for tp in tps], flush)
 
     def _rewind(self, part: Batch) -> None:
         """Read a part's records again: seek each partition back to its first record."""
@@ -414,14 +413,30 @@ class Stage:
     # -- small things --------------------------------------------------------------------------------
 
     def _idle(self) -> None:
-        assert self._on_idle is not None
+        """Nothing to read: the stage's periodic work (the state stores' flushes), and partitions that
+        went on after a hold and have nothing left to read are no longer held."""
+        for tp, held in list(self._holds.items()):
+            high = self._consumer.highwater(tp)
+            if held.retry_at == math.inf and high is not None and tp in self._next and self._next[tp] >= high:
+                del self._holds[tp]
+                self._suspects.discard(tp)
+                log.warning(
+                    "%s stage: %s/%d goes on, nothing left to read", self.name, tp.topic, tp.partition
+                )
+                self._publish()
+        if self._on_idle is None:
+            return
         try:
             self._on_idle()
-        except Exception as exc:  # a store's periodic flush on a full disk: the next batch will tell
-            self._stats.batch_errors.labels(self.name, error_kind(exc)).inc()
-            if time.monotonic() - self._idle_error_logged > 60:
-                self._idle_error_logged = time.monotonic()
-                log.error("%s stage: periodic store work failed: %s", self.name, describe(exc))
+        except Exception as exc:  # a store's periodic flush on a full disk: its writes are gone
+            kind = error_kind(exc)
+            self._stats.batch_errors.labels(self.name, kind).inc()
+            log.error("%s stage: periodic store work failed: %s", self.name, describe(exc))
+            admitted = list(self._next)
+            if self._reload:  # what only the stores' memory held comes back from the changelog
+                self._readmit(admitted, flush=kind != "storage")
+            for tp in admitted:
+                self._hold(tp, kind, exc, None)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         assigned = self._consumer.assignment()

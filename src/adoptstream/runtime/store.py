@@ -11,6 +11,8 @@ the totals come from there plus the changelog tail, instead of from decoding eve
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -32,6 +34,8 @@ WRITE_BUFFER_BYTES = 64 << 20  # RocksDB's default memtable size, set explicitly
 FLUSH_AT_BYTES = 48 << 20  # flush (with a totals snapshot) before RocksDB would do it on its own
 IDLE_FLUSH_AFTER_S = 5.0  # an idle store flushes once this long after its last flush
 _MEMTABLE_BYTES = "rocksdb.cur-size-active-mem-table"  # the RocksDB property FLUSH_AT_BYTES compares
+_BACKGROUND_ERRORS = "rocksdb.background-errors"  # failed flushes and compactions so far
+_PROBE_KEY = META_PREFIX + b"probe"
 Snapshot = Callable[[], bytes]  # the partition's encoded totals, matching the store's states now
 _NO_TOTALS = AdoptionTotals().encode()
 
@@ -97,7 +101,7 @@ class PartitionStore(Protocol):
 
     def maybe_flush(self, totals: Snapshot | None = None, idle: bool = False) -> None: ...
 
-    def close(self, totals: Snapshot | None = None) -> None: ...
+    def close(self, totals: Snapshot | None = None, flush: bool = True) -> None: ...
 
 
 class MemoryStore:
@@ -140,7 +144,7 @@ class MemoryStore:
     def maybe_flush(self, totals: Snapshot | None = None, idle: bool = False) -> None:
         return None
 
-    def close(self, totals: Snapshot | None = None) -> None:
+    def close(self, totals: Snapshot | None = None, flush: bool = True) -> None:
         self._data.clear()
 
 
@@ -198,6 +202,7 @@ class RocksStore:
         self._write_options.disable_wal = True
         raw = self._db.get(_OFFSET_KEY)
         self.changelog_offset = int(raw) if raw is not None else -1
+        self._background_errors = self._db.property_int_value(_BACKGROUND_ERRORS)
 
     def load(self, key: bytes) -> State | None:
         raw = self._db.get(key)
@@ -234,6 +239,8 @@ class RocksStore:
         Flushing before the memtable is full means RocksDB rarely flushes on its own, between two
         snapshots; when it does, the snapshot no longer matches the offset and is not used.
         """
+        if idle:
+            self._check_background_errors()
         if not self._dirty:
             return
         now = time.monotonic()
@@ -246,6 +253,13 @@ class RocksStore:
         self._flush(totals, wait=False)  # in RocksDB's background thread
         self._flushed_at = now
         self._flush_at = now + self._flush_interval_s
+
+    def _check_background_errors(self) -> None:
+        """A flush in RocksDB's thread that failed (a full disk) only shows in a counter, and in the
+        writes that follow: write, so that the error is raised now, with RocksDB's own reason."""
+        if self._db.property_int_value(_BACKGROUND_ERRORS) > self._background_errors:
+            self._db.put(_PROBE_KEY, b"", self._write_options)
+            self._background_errors = self._db.property_int_value(_BACKGROUND_ERRORS)  # recovered
 
     def _flush(self, totals: Snapshot | None, wait: bool) -> None:
         if totals is not None:
@@ -285,14 +299,23 @@ class RocksStore:
         self._db.put(key, value, self._write_options)
         self._dirty = True
 
-    def close(self, totals: Snapshot | None = None) -> None:
+    def close(self, totals: Snapshot | None = None, flush: bool = True) -> None:
         """Flush (without a WAL, unflushed memtables would have to come from the changelog) and close.
 
-        Closed even when the flush fails (a full disk): what it held comes back from the changelog.
+        Closed even when the flush fails: what it held comes back from the changelog. When `flush` is
+        false (the disk failed) it is closed in a thread of its own: without a WAL RocksDB flushes at
+        close anyway, and on a failing disk it retries for a second first.
         """
+        if not flush:
+            threading.Thread(target=self._close_quietly, name=f"close-{self._path.name}", daemon=True).start()
+            return
         try:
             self._flush(totals, wait=True)
         finally:
+            self._db.close()
+
+    def _close_quietly(self) -> None:
+        with contextlib.suppress(Exception):  # nothing only it holds: the changelog has it all
             self._db.close()
 
 

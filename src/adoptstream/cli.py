@@ -13,6 +13,7 @@ SUBCOMMANDS: dict[str, str] = {
     "worker": "adoptstream.app",
     "publish": "adoptstream.publish",
     "rules": "adoptstream.rollout.cli",
+    "reset": "adoptstream.runtime.reset",
 }
 
 

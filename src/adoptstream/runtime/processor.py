@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -35,6 +35,7 @@ from adoptstream.runtime.store import (
     Snapshot,
     State,
     decode_for_totals,
+    discard_store,
     open_store,
     source_key,
 )
@@ -84,13 +85,14 @@ class StateProcessor:
 
     # -- assignment -------------------------------------------------------------------------------
 
-    async def assign(self, partitions: list[int]) -> dict[int, Exception]:
+    async def assign(self, partitions: list[int], reset: Collection[int] = ()) -> dict[int, Exception]:
         """Open, restore from the changelog and check newly assigned partitions; return those that failed.
 
         A partition that failed is not owned (its store is closed again), so none of its records can be
         applied; the caller tries it again later. The error says why: the local store (`is_store_error`:
         a disk full or unwritable), the changelog (a Kafka error), or a topic that is not the one the
-        state was built from (`TopicMismatch`).
+        state was built from (`TopicMismatch`). `reset`: partitions the state group has no offsets of
+        (a new or reset app), whose local store may be discarded when it mirrors another changelog.
         """
         new = [p for p in sorted(partitions) if p not in self.owned]
         failed: dict[int, Exception] = {}
@@ -102,7 +104,7 @@ class StateProcessor:
         try:
             for p in new:
                 try:
-                    stores[p] = self._open(p)
+                    stores[p] = self._open(p, p in reset)
                 except Exception as exc:
                     failed[p] = exc
             snapshots = {p: t for p, store in stores.items() if (t := _snapshot_of(p, store)) is not None}
@@ -134,13 +136,27 @@ class StateProcessor:
             log.info("state partitions %s ready in %.2fs", ready, self._stats.restore_duration_s)
         return failed
 
-    def _open(self, partition: int) -> PartitionStore:
-        """The partition's local store, checked to mirror the changelog topic that exists now."""
-        store = open_store(self._config.store, self._config.state_dir, partition)
-        changelog_id = self._layout.ids.get(self._config.changelog_topic) if self._layout else None
+    def _open(self, partition: int, reset: bool) -> PartitionStore:
+        """The partition's local store, checked to mirror the changelog topic that exists now.
+
+        One that mirrors another changelog is discarded when the app was reset (`reset`: its groups are
+        gone too, `adoptstream reset`); otherwise neither can be trusted over the other.
+        """
+        config = self._config
+        store = open_store(config.store, config.state_dir, partition)
+        changelog_id = self._layout.ids.get(config.changelog_topic) if self._layout else None
         if changelog_id is None:
             return store
         mirrored = store.meta(CHANGELOG_ID_KEY)
+        if mirrored is not None and mirrored.decode() != changelog_id and reset:
+            log.warning(
+                "state partition %d: the app was reset (no committed offsets, a new changelog): the local "
+                "store of before is discarded",
+                partition,
+            )
+            store.close()  # just opened: nothing to flush
+            discard_store(config.store, config.state_dir, partition)
+            store, mirrored = open_store(config.store, config.state_dir, partition), None
         if mirrored is None:
             store.set_meta(CHANGELOG_ID_KEY, changelog_id.encode())
         elif mirrored.decode() != changelog_id:

@@ -37,7 +37,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from adoptstream.runtime.sender import BatchSender
 from adoptstream.runtime.stats import Stuck, WorkerStats
 from adoptstream.runtime.store import is_store_error
-from adoptstream.runtime.topics import TopicMismatch
+from adoptstream.runtime.topics import RESET_HINT, TopicMismatch
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +172,10 @@ class Stage:
     async def _process(self, batch: Batch) -> float:
         """Apply a batch, suspects one partition at a time; return how long to wait before the next."""
         batch = {tp: recs for tp, recs in batch.items() if tp in self._next}  # not revoked meanwhile
+        for tp, recs in list(batch.items()):
+            if recs[0].offset < self._next[tp]:  # not our seek: the consumer reset to a recreated start
+                del batch[tp]
+                self._went_back(tp, recs[0].offset)
         if not batch:
             return 0.0
         if self._suspects.isdisjoint(batch):
@@ -217,6 +221,18 @@ class Stage:
         self._suspects.discard(tp)
         self._hold(tp, kind, exc, first[tp])
         return False
+
+    def _went_back(self, tp: TopicPartition, offset: int) -> None:
+        """A partition's offsets went back: it was deleted and created again (or truncated) under us."""
+        expected = self._next[tp]
+        exc = TopicMismatch(
+            f"{tp.topic}/{tp.partition} was read up to offset {expected}, and now starts again at {offset}: "
+            f"the topic was recreated or truncated, and its new records would be taken for replays; "
+            + RESET_HINT
+        )
+        self._stats.batch_errors.labels(self.name, "topic").inc()
+        self._consumer.seek(tp, expected)
+        self._hold(tp, "topic", exc, expected)
 
     def _succeeded(self, part: Batch) -> None:
         for tp, recs in part.items():

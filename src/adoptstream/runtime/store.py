@@ -12,6 +12,7 @@ the totals come from there plus the changelog tail, instead of from decoding eve
 from __future__ import annotations
 
 import contextlib
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -323,4 +324,14 @@ def open_store(kind: str, state_dir: Path, partition: int) -> PartitionStore:
     """A store for one by-user partition."""
     if kind == "memory":
         return MemoryStore()
-    return RocksStore(state_dir / f"p{partition:04d}")
+    return RocksStore(_store_path(state_dir, partition))
+
+
+def discard_store(kind: str, state_dir: Path, partition: int) -> None:
+    """Delete a (closed) store's files."""
+    if kind != "memory":
+        shutil.rmtree(_store_path(state_dir, partition), ignore_errors=True)
+
+
+def _store_path(state_dir: Path, partition: int) -> Path:
+    return state_dir / f"p{partition:04d}"

@@ -54,7 +54,8 @@ class TopicLayout:
     ids: dict[str, str | None]  # topic -> its id (None: the broker does not tell, older than Kafka 2.8)
 
 
-def _admin(config: WorkerConfig) -> AIOKafkaAdminClient:
+def admin_client(config: WorkerConfig) -> AIOKafkaAdminClient:
+    """An admin client of the app (not started)."""
     return AIOKafkaAdminClient(bootstrap_servers=config.bootstrap_servers, client_id=f"{config.app_id}-admin")
 
 
@@ -69,7 +70,7 @@ async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dic
 
 async def ensure_topics(config: WorkerConfig, timeout_s: float = 30.0) -> TopicLayout:
     """Make sure all four topics exist and fit together; return their layout."""
-    admin = _admin(config)
+    admin = admin_client(config)
     await admin.start()
     try:
         names = [config.topic, config.dlq_topic, config.repartition_topic, config.changelog_topic]
@@ -114,7 +115,7 @@ async def ensure_topics(config: WorkerConfig, timeout_s: float = 30.0) -> TopicL
 
 async def topic_id(config: WorkerConfig, topic: str) -> str | None:
     """The id of `topic` now (None when the broker does not tell or the topic is missing)."""
-    admin = _admin(config)
+    admin = admin_client(config)
     await admin.start()
     try:
         return (await _topic_ids(admin, [topic])).get(topic)

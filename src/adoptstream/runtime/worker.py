@@ -8,7 +8,7 @@ import gc
 import logging
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 from prometheus_client import CollectorRegistry
 
@@ -88,6 +88,8 @@ class Worker:
             max_poll_interval_ms=300_000,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
+            # a topic deleted and created again is assigned (and checked) within this, not 5 minutes
+            metadata_max_age_ms=30_000,
         )
 
     async def start(self) -> None:
@@ -156,7 +158,7 @@ class Worker:
                 self._stopping,
                 # by-user records are packs of up to PACK_MAX_ENTRIES entries
                 max_records=max(1, c.batch_max_records // records.PACK_MAX_ENTRIES),
-                admit=processor.assign,
+                admit=self._restore_state,
                 admit_error_kind="restore",
                 release=processor.revoke,
                 reload_after_failure=True,
@@ -195,6 +197,15 @@ class Worker:
                 count,
             )
         return failures
+
+    async def _restore_state(self, partitions: list[int]) -> dict[int, Exception]:
+        """The state stage's admission: restore; the group's committed offsets tell a reset app."""
+        assert self.state_consumer is not None and self.processor is not None
+        topic = self.config.repartition_topic
+        reset = [
+            p for p in partitions if await self.state_consumer.committed(TopicPartition(topic, p)) is None
+        ]
+        return await self.processor.assign(partitions, reset)
 
     async def run(self) -> None:
         """Process until `stop()` is called (or SIGINT/SIGTERM when installed).

@@ -37,6 +37,7 @@ from adoptstream.runtime.config import ConfigError, WorkerConfig
 
 log = logging.getLogger(__name__)
 
+MAX_REQUEST_BYTES = 8 * 1024 * 1024  # the producer's largest request, the dead-letter topic's record limit
 RESET_HINT = (
     "stop every worker of this --app-id and run `adoptstream reset` (docs/operations.md, 'Topic changes')"
 )
@@ -78,7 +79,11 @@ async def ensure_topics(config: WorkerConfig, timeout_s: float = 30.0) -> TopicL
         by_user = counts.get(config.repartition_topic, config.partitions)
         plan = {
             config.topic: (config.partitions, {}),
-            config.dlq_topic: (counts.get(config.topic, config.partitions), {}),
+            # a dead letter is an input message plus three headers: more than the broker's default limit
+            config.dlq_topic: (
+                counts.get(config.topic, config.partitions),
+                {"max.message.bytes": str(MAX_REQUEST_BYTES)},
+            ),
             config.repartition_topic: (by_user, {}),
             # the changelog is co-partitioned with the by-user topic: partition p holds p's state
             config.changelog_topic: (by_user, {"cleanup.policy": "compact"}),

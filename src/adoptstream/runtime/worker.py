@@ -20,7 +20,7 @@ from adoptstream.runtime.processor import StateProcessor
 from adoptstream.runtime.sender import BatchSender
 from adoptstream.runtime.stage import Stage
 from adoptstream.runtime.stats import LOOP_LAG_TICK_S, WorkerStats
-from adoptstream.runtime.topics import TopicLayout, check_input, ensure_topics
+from adoptstream.runtime.topics import MAX_REQUEST_BYTES, TopicLayout, check_input, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class Worker:
             # hold each flush back (aiokafka lingers on every batch it did not see fill up)
             linger_ms=0,
             max_batch_size=512 * 1024,
-            max_request_size=8 * 1024 * 1024,
+            max_request_size=MAX_REQUEST_BYTES,
         )
         await self._producer.start()
         dlq_partitions = len(await self._producer.partitions_for(c.dlq_topic))

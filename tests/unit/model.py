@@ -16,7 +16,7 @@ is marked "IMPLEMENTATION CHOICE" below):
 * which series are present where the contract does not say: the TTFU histogram and
   `feature_uses_total` have a series for `*` and for every feature seen in any accepted event (0
   when empty), `exposed_users`/`adopted_users` only for (feature, cohort) pairs with >= 1 exposed
-  user, `adoptstream_label_overflow_values` for `feature` and `cohort` (0 without caps).
+  user, `adoptstream_label_overflow_values` for `feature`, `cohort` and `feature_cohort` (0 without caps).
 
 Known limits (kept out of the generated inputs, covered by targeted tests instead): the model
 uses Python's recursive `json` (deeply nested ignored fields) and exact big integers / decimals
@@ -324,4 +324,5 @@ def expected_samples(
 
     samples[_key("adoptstream_label_overflow_values", label="feature")] = 0
     samples[_key("adoptstream_label_overflow_values", label="cohort")] = 0
+    samples[_key("adoptstream_label_overflow_values", label="feature_cohort")] = 0
     return samples

@@ -13,12 +13,12 @@ KUSTOMIZE_VERSION := v5.8.1
 KUSTOMIZE_BIN := .run/bin/kustomize-$(KUSTOMIZE_VERSION)
 
 .PHONY: help install system-deps kustomize kafka-up kafka-down demo test test-unit test-integration lint check-deploy \
-	k8s-rules rules bench clean
+	k8s-rules rules bench fuzz clean
 
 help:
 	@echo "make demo   - local broker + worker + live traffic + refreshed adoption table (Ctrl-C stops)"
 	@echo "make test   - the whole suite (unit, integration with a real broker, Prometheus/Alertmanager e2e)"
-	@echo "other: install kafka-up kafka-down lint check-deploy k8s-rules rules bench clean"
+	@echo "other: install kafka-up kafka-down lint check-deploy k8s-rules rules bench fuzz clean"
 
 # The product (editable, with its test extra) and the development tooling in dev/ (local broker, demo,
 # generator, test helpers: the `adoptstream-dev` command). Quick when nothing changed: the stamp only
@@ -87,6 +87,11 @@ bench: $(VENV)/.installed-bench
 $(VENV)/.installed-bench: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	@touch $@
+
+# 1,000,000 hostile messages through a local broker and a worker, every one accounted for (README figures)
+FUZZ_MESSAGES ?= 1000000
+fuzz: install
+	$(BIN)/adoptstream-dev fuzz --messages $(FUZZ_MESSAGES)
 
 clean:
 	rm -rf .run build dist src/*.egg-info dev/*.egg-info .pytest_cache .hypothesis

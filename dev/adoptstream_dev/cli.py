@@ -14,6 +14,7 @@ SUBCOMMANDS: dict[str, str] = {
     "kafka": "adoptstream_dev.localkafka",
     "demo": "adoptstream_dev.demo",
     "generate": "adoptstream_dev.generate",
+    "fuzz": "adoptstream_dev.fuzz",
 }
 
 

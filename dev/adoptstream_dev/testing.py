@@ -16,13 +16,15 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -118,6 +120,23 @@ def diff_samples(a: Samples, b: Samples, limit: int = 8) -> list[str]:
     return out
 
 
+# -- waiting --------------------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def poll_until(check: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.2) -> T:
+    """Call `check` until it returns something true (returned) or `timeout_s` passed (TimeoutError)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not after {timeout_s} s (last: {result!r})")
+        time.sleep(interval_s)
+
+
 # -- topics -----------------------------------------------------------------------------------------
 
 
@@ -148,6 +167,39 @@ def create_topic(
 ) -> None:
     """`create_topic_async` for synchronous callers."""
     asyncio.run(create_topic_async(bootstrap, topic, partitions, configs))
+
+
+def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> the offset `group` committed there."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def fetch() -> dict[tuple[str, int], int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(group)
+        finally:
+            await admin.close()
+        return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+    return asyncio.run(fetch())
+
+
+def group_members(bootstrap: str, group: str) -> int:
+    """How many members the broker counts in a consumer group now."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def describe() -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            (response,) = await admin.describe_consumer_groups([group])
+        finally:
+            await admin.close()
+        groups = response.to_object()["groups"]
+        return sum(len(g["members"]) for g in groups)
+
+    return asyncio.run(describe())
 
 
 # -- worker processes -------------------------------------------------------------------------------
@@ -272,16 +324,20 @@ class WorkerProcess:
             raise AssertionError(f"/metrics answered {status}: {text[:500]}")
         return parse_samples(text)
 
-    def wait_ready(self, timeout_s: float = 90.0) -> None:
-        """Poll /ready until 200; fail early when the worker exits."""
+    def wait_ready(self, timeout_s: float = 90.0, path: str = "/ready") -> None:
+        """Poll /ready (or `path`) until 200; fail early when the worker exits."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.assert_alive()
             with contextlib.suppress(OSError):
-                if self.get("/ready", timeout=1.0)[0] == 200:
+                if self.get(path, timeout=1.0)[0] == 200:
                     return
             time.sleep(0.1)
-        raise TimeoutError(f"worker on port {self.port} not ready in {timeout_s} s:\n{self.log_tail()}")
+        raise TimeoutError(f"worker on port {self.port}: {path} not 200 in {timeout_s} s:\n{self.log_tail()}")
+
+    def wait_serving(self, timeout_s: float = 30.0) -> None:
+        """Poll /healthz until 200: the web endpoints answer (ready or not)."""
+        self.wait_ready(timeout_s, "/healthz")
 
     def log_tail(self, lines: int = 40) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -319,3 +375,109 @@ def stopping(workers: list[WorkerProcess]) -> Iterator[list[WorkerProcess]]:
                 w.stop(timeout_s=15)
             with contextlib.suppress(Exception):
                 w.kill()
+
+
+# -- network faults ---------------------------------------------------------------------------------
+
+
+class TcpProxy:
+    """A loopback TCP proxy a test controls: `cut()` the network, `restore()` it.
+
+    While cut, every connection (old or new) is a black hole: what a client sends is read and
+    dropped, nothing comes back, as when a cable is pulled (requests time out, heartbeats stop).
+    `restore()` then closes the connections of before (they died during the cut) and forwards new ones.
+    Kafka clients bootstrap from a broker's advertised listener, so the broker needs a listener that
+    advertises this proxy's port (see `LocalKafka`'s `extra_config`).
+    """
+
+    def __init__(self, target_port: int, port: int | None = None) -> None:
+        self.target_port = target_port
+        self.port = port or free_port()
+        self._cut = False
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"tcp-proxy-{self.port}", daemon=True)
+        self._server: asyncio.base_events.Server | None = None
+
+    def start(self) -> TcpProxy:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError(f"proxy on port {self.port} did not start")
+        return self
+
+    def cut(self) -> None:
+        self._call(self._set_cut, True)
+
+    def restore(self) -> None:
+        self._call(self._set_cut, False)
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._call(self._close_all)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    def __enter__(self) -> TcpProxy:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def _call(self, func: Callable[..., object], *args: object) -> None:
+        async def run() -> None:
+            func(*args)
+
+        asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+
+        async def serve() -> None:
+            self._server = await asyncio.start_server(self._accept, HOST, self.port)
+            self._ready.set()
+
+        self._loop.run_until_complete(serve())
+        self._loop.run_forever()
+        self._loop.close()
+
+    def _set_cut(self, cut: bool) -> None:
+        if not cut:  # the connections of before died during the cut
+            self._close_all()
+        self._cut = cut
+
+    def _close_all(self) -> None:
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        if self._cut:
+            await self._drain_into_nothing(reader)
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(HOST, self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers.add(up_writer)
+        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                if self._cut:
+                    continue  # dropped: a black hole
+                writer.write(data)
+                await writer.drain()
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    @staticmethod
+    async def _drain_into_nothing(reader: asyncio.StreamReader) -> None:
+        with contextlib.suppress(OSError):
+            while await reader.read(65536):
+                pass

@@ -61,7 +61,10 @@ class App:
 
 def register_collectors(registry: CollectorRegistry, worker: Worker, config: WorkerConfig) -> None:
     """The contract families, the operations metrics and the standard process/Python metrics."""
-    for part in AdoptionCollector(worker, config.max_features, config.max_cohorts).parts:
+    collector = AdoptionCollector(
+        worker, config.max_features, config.max_cohorts, max_feature_cohorts=config.max_feature_cohorts
+    )
+    for part in collector.parts:
         registry.register(part)
     registry.register(OperationsCollector(worker))
     for standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):

@@ -15,6 +15,7 @@ SUBCOMMANDS: dict[str, str] = {
     "rules": "adoptstream.rollout.cli",
     "gate": "adoptstream.rollout.gate",
     "report": "adoptstream.report.cli",
+    "reset": "adoptstream.runtime.reset",
 }
 
 

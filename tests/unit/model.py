@@ -17,7 +17,7 @@ is marked "IMPLEMENTATION CHOICE" below):
 * which series are present where the contract does not say: the TTFU histogram and
   `feature_uses_total` have a series for `*` and for every feature seen in any accepted event (0
   when empty), `exposed_users`/`adopted_users` only for (feature, cohort) pairs with >= 1 exposed
-  user, `adoptstream_label_overflow_values` for `feature` and `cohort` (0 without caps).
+  user, `adoptstream_label_overflow_values` for `feature`, `cohort` and `feature_cohort` (0 without caps).
 
 Section 3 (v2), for the implementation to make the same way:
 
@@ -366,6 +366,7 @@ def expected_samples(
     _section_3(samples, acc, features, by_user, scrape_ns)
     samples[_key("adoptstream_label_overflow_values", label="feature")] = 0
     samples[_key("adoptstream_label_overflow_values", label="cohort")] = 0
+    samples[_key("adoptstream_label_overflow_values", label="feature_cohort")] = 0
     return samples
 
 

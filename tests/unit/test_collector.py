@@ -268,6 +268,36 @@ def test_cohort_cap() -> None:
     assert s[k("adoptstream_label_overflow_values", label="cohort")] == 2
 
 
+def test_feature_cohort_pairs_are_capped_not_only_each_label() -> None:
+    """20 features x 20 cohorts, each label under its own cap: the pairs' cap bounds the series."""
+    users = [
+        user(
+            ev(f"u{f}-{c}", "exposure", f"f{f:02d}", T - DAY, f"c{c:02d}"),
+            ev(f"u{f}-{c}", "use", f"f{f:02d}", T),
+        )
+        for f in range(20)
+        for c in range(20)
+    ]
+    totals = totals_of(users)
+    uncapped = scrape(make(totals))
+    collector = AdoptionCollector(Source(totals), 100, 100, clock_ns=lambda: T, max_feature_cohorts=50)
+    s = scrape(collector)
+    pairs = {
+        dict(labels)["feature"] + "/" + dict(labels)["cohort"]
+        for name, labels in s
+        if name == "adoptstream_exposed_users"
+    }
+    assert len(pairs) <= 50 + 20  # the admitted pairs and one overflow cohort per feature
+    assert s[k("adoptstream_label_overflow_values", label="feature_cohort")] == 400 - 50
+    for name in ("adoptstream_exposed_users", "adoptstream_adopted_users"):
+        for f in range(20):  # each feature's numbers still add up over its cohorts
+            want = sum(
+                v for (n, lab), v in uncapped.items() if n == name and dict(lab)["feature"] == f"f{f:02d}"
+            )
+            got = sum(v for (n, lab), v in s.items() if n == name and dict(lab)["feature"] == f"f{f:02d}")
+            assert got == want == 20
+
+
 def test_cap_is_first_come_and_sticky_across_scrapes() -> None:
     source = Source(totals_of([user(ev("u", "use", "zz", T))]))
     collector = AdoptionCollector(source, 1, 10, clock_ns=lambda: T)

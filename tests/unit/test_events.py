@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from typing import Any
 
 import model
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from adoptstream.core.events import (
     FUTURE_TOLERANCE_NS,
     MAX_EVENT_BYTES,
+    MAX_NESTING,
     Event,
     InvalidEvent,
     is_future,
@@ -405,30 +407,62 @@ def test_extreme_numbers_do_not_crash(ts: bytes) -> None:
         parse_event(raw)
 
 
-# -- strictness of ts strings; documents nested deeper than orjson's limit ---------------------------
+# -- strictness of ts strings; the nesting cap --------------------------------------------------------
 
 
-def test_deeply_nested_unknown_field_is_ignored() -> None:
-    raw = msg()[:-1] + b', "x": ' + b"[" * 2000 + b"]" * 2000 + b"}"
-    assert len(raw) < MAX_EVENT_BYTES
+def nested(depth: int, opener: bytes = b"[", closer: bytes = b"]") -> bytes:
+    """A valid event whose ignored field "x" nests `depth` containers (the event object is one more)."""
+    return msg()[:-1] + b', "x": ' + opener * depth + closer * depth + b"}"
+
+
+def test_nesting_up_to_the_cap_is_ignored_like_any_field() -> None:
+    assert parse_event(nested(MAX_NESTING - 1)).user_id == "u1"
+    deep_objects = (
+        msg()[:-1] + b', "x": ' + b'{"k":' * (MAX_NESTING - 1) + b"null" + b"}" * (MAX_NESTING - 1) + b"}"
+    )
+    assert parse_event(deep_objects).event_id == "e1"
+
+
+@pytest.mark.parametrize("depth", [MAX_NESTING, 2000, 30_000])
+def test_nesting_past_the_cap_is_invalid_with_its_reason(depth: int) -> None:
+    raw = nested(depth)
+    assert len(raw) <= MAX_EVENT_BYTES
+    with pytest.raises(InvalidEvent, match=f"JSON nested deeper than {MAX_NESTING} levels"):
+        parse_event(raw)
+
+
+def test_many_brackets_within_the_cap_are_valid() -> None:
+    """Over MAX_NESTING brackets in all, none deep: the checked path takes it."""
+    raw = msg()[:-1] + b', "x": [' + b",".join([b"[]"] * 3000) + b"]}"
     assert parse_event(raw).user_id == "u1"
 
 
-def test_deeply_nested_object_field_is_ignored() -> None:
-    deep = b'{"k":' * 3000 + b"null" + b"}" * 3000
-    raw = msg()[:-1] + b', "x": ' + deep + b"}"
-    assert len(raw) < MAX_EVENT_BYTES
-    assert parse_event(raw).event_id == "e1"
+def test_hostile_nesting_is_as_cheap_as_a_flat_message() -> None:
+    """64 KiB of nesting costs about what 64 KiB of flat text does (both in C), not a parse in Python."""
+    deep = nested(32_000)[:MAX_EVENT_BYTES]
+    flat = msg()[:-1] + b', "x": "' + b"a" * (len(deep) - len(msg()) - 8) + b'"}'
+
+    def cost(raw: bytes) -> float:
+        best = float("inf")
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(20):
+                with contextlib.suppress(InvalidEvent):
+                    parse_event(raw)
+            best = min(best, time.perf_counter() - started)
+        return best / 20
+
+    assert cost(deep) < max(20 * cost(flat), 0.002)
 
 
 @pytest.mark.parametrize(
     "deep_tail",
     [
-        b"[" * 2000 + b"]" * 1999,  # unclosed
-        b"[" * 2000 + b"NaN" + b"]" * 2000,
-        b"[" * 2000 + b'"\\ud800"' + b"]" * 2000,  # lone surrogate, deep inside
-        b"[" * 2000 + b"1," + b"]" * 2000,  # trailing comma
-        b"[" * 2000 + b"]" * 2000 + b"}garbage",
+        b"[" * 1000 + b"]" * 999,  # unclosed
+        b"[" * 1000 + b"NaN" + b"]" * 1000,
+        b"[" * 1000 + b'"\\ud800"' + b"]" * 1000,  # lone surrogate, deep inside
+        b"[" * 1000 + b"1," + b"]" * 1000,  # trailing comma
+        b"[" * 1000 + b"]" * 1000 + b"}garbage",
     ],
 )
 def test_deeply_nested_invalid_json_is_invalid(deep_tail: bytes) -> None:
@@ -438,7 +472,7 @@ def test_deeply_nested_invalid_json_is_invalid(deep_tail: bytes) -> None:
 
 
 def test_deeply_nested_cohort_is_invalid() -> None:
-    raw = msg()[:-1] + b', "cohort": ' + b"[" * 2000 + b"]" * 2000 + b"}"
+    raw = msg()[:-1] + b', "cohort": ' + b"[" * 1000 + b"]" * 1000 + b"}"
     with pytest.raises(InvalidEvent, match="cohort"):
         parse_event(raw)
 

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("rocksdict")
 
 from adoptstream.core.state import UserState
-from adoptstream.runtime.store import RocksStore, user_key
+from adoptstream.runtime.store import CHANGELOG_ID_KEY, RocksStore, is_store_error, user_key
 
 
 def _write_and_die(path: str, flush_interval_s: float, idle: bool) -> None:
@@ -84,3 +84,27 @@ def test_reads_and_full_scan_span_memtables_and_files(tmp_path: Path) -> None:
         assert {key: state.accepted for key, state in reopened.states()} == expected
     finally:
         reopened.close()
+
+
+def test_store_errors_are_told_from_other_errors(tmp_path: Path) -> None:
+    blocked = tmp_path / "p0000"
+    blocked.write_text("a file where the store's directory goes\n")
+    with pytest.raises(Exception) as raised:
+        RocksStore(blocked)
+    assert is_store_error(raised.value)  # rocksdict's "File exists (os error 17)"
+    assert is_store_error(Exception("IO error: No space left on device: While appending to file"))
+    assert is_store_error(PermissionError("read-only"))
+    assert not is_store_error(Exception("something else"))
+    assert not is_store_error(ValueError("IO error: a ValueError is a bug, not the disk"))
+
+
+def test_meta_values_live_beside_the_states(tmp_path: Path) -> None:
+    store = RocksStore(tmp_path / "s")
+    store.set_meta(CHANGELOG_ID_KEY, b"abc")
+    state = UserState(accepted=1)
+    store.save([user_key("u")], [state], [state.encode()], 0)
+    store.close()
+    reopened = RocksStore(tmp_path / "s")
+    assert reopened.meta(CHANGELOG_ID_KEY) == b"abc"
+    assert [key for key, _ in reopened.states()] == [user_key("u")]  # no meta key among the states
+    reopened.close()

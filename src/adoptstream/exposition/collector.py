@@ -81,20 +81,50 @@ class Caps:
 
     `admit()` admits the features and cohorts of the merged totals (sorted) before any family folds
     a value, so which values fold depends on the state, not on which family was scraped first.
+
+    Each cap bounds one label; `pairs` bounds their combinations: past `max_pairs` (feature, cohort)
+    pairs, a new pair's cohort folds into OVERFLOW, so a feature's numbers still add up and the
+    exposure families have at most `max_pairs` + one overflow series per feature (1,000 features
+    times 1,000 cohorts would otherwise be a million).
     """
 
-    def __init__(self, max_features: int, max_cohorts: int) -> None:
+    def __init__(self, max_features: int, max_cohorts: int, max_pairs: int = 10_000) -> None:
         self.features = LabelCap(max_features, always=[ANY_FEATURE])
         self.cohorts = LabelCap(max_cohorts)
+        self.pairs = PairCap(max_pairs)
 
     def admit_features(self, features: Iterable[str]) -> None:
         for name in features:
             self.features(name)
 
     def admit_cohorts(self, totals: AdoptionTotals) -> None:
-        for (_, cohort), n in sorted(totals.exposed.items()):
+        for (feature, cohort), n in sorted(totals.exposed.items()):
             if n > 0:
-                self.cohorts(cohort)
+                self.pair(feature, cohort)
+
+    def pair(self, feature: str, cohort: str) -> tuple[str, str]:
+        """The labels of one (feature, cohort) exposure series, every cap applied."""
+        return self.pairs(self.features(feature), self.cohorts(cohort))
+
+
+class PairCap:
+    """Admits (feature, cohort) pairs first come, first served up to `cap`; later ones fold their
+    cohort into OVERFLOW (a pair whose cohort is already OVERFLOW always passes)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._admitted: set[tuple[str, str]] = set()
+        self.folded: set[tuple[str, str]] = set()
+
+    def __call__(self, feature: str, cohort: str) -> tuple[str, str]:
+        pair = (feature, cohort)
+        if cohort == OVERFLOW or pair in self._admitted:
+            return pair
+        if pair not in self.folded and len(self._admitted) < self.cap:
+            self._admitted.add(pair)
+            return pair
+        self.folded.add(pair)
+        return feature, OVERFLOW
 
 
 class EventsCollector(_Family):
@@ -194,7 +224,7 @@ class ExposureCollector(Collector):
         adopted: dict[tuple[str, str], int] = defaultdict(int)
         for (name, cohort), n in totals.exposed.items():
             if n > 0:
-                key = (caps.features(name), caps.cohorts(cohort))
+                key = caps.pair(name, cohort)
                 exposed[key] += n
                 adopted[key] += totals.adopted.get((name, cohort), 0)
         ge, ga = self._families()
@@ -233,12 +263,16 @@ class LabelOverflowCollector(_Family):
     """`adoptstream_label_overflow_values{label}`: values folded into OVERFLOW so far."""
 
     name, kind, labels = "adoptstream_label_overflow_values", GaugeMetricFamily, ("label",)
-    documentation = f"Distinct label values folded into {OVERFLOW} because of the configured cap."
+    documentation = (
+        f"Distinct label values (label feature_cohort: (feature, cohort) pairs) folded into {OVERFLOW}"
+        " because of the configured caps."
+    )
 
     def collect(self) -> Iterator[Metric]:
         family = self.family()
         family.add_metric(["feature"], len(self._caps.features.folded))
         family.add_metric(["cohort"], len(self._caps.cohorts.folded))
+        family.add_metric(["feature_cohort"], len(self._caps.pairs.folded))
         yield family
 
 
@@ -256,8 +290,9 @@ class AdoptionCollector(Collector):
         max_features: int,
         max_cohorts: int,
         clock_ns: Callable[[], int] = time.time_ns,
+        max_feature_cohorts: int = 10_000,
     ) -> None:
-        self.caps = Caps(max_features, max_cohorts)
+        self.caps = Caps(max_features, max_cohorts, max_feature_cohorts)
         self.features, self.cohorts = self.caps.features, self.caps.cohorts
         self.parts: list[Collector] = [
             cls(source, self.caps, clock_ns)

@@ -30,6 +30,9 @@ ADOPTION_BLOCKERS = (
     "AdoptstreamNoEventsAccepted",
     "AdoptstreamProcessingStalled",
     "AdoptstreamConsumerLagGrowing",
+    "AdoptstreamPartitionStuck",
+    "AdoptstreamBatchesFailing",
+    "AdoptstreamInputRecordsLost",
 )
 
 

@@ -20,6 +20,9 @@ STATIC_RUNBOOKS: dict[str, str] = {
     "AdoptstreamConsumerLagGrowing": "consumer-lag-growing.md",
     "AdoptstreamDeadLettersRising": "dead-letters-rising.md",
     "AdoptstreamLabelOverflow": "label-overflow.md",
+    "AdoptstreamPartitionStuck": "partition-stuck.md",
+    "AdoptstreamBatchesFailing": "batches-failing.md",
+    "AdoptstreamInputRecordsLost": "input-records-lost.md",
 }
 
 _TEMPLATE = r"""
@@ -348,6 +351,57 @@ groups:
             {{ $value | humanize }} of them are now counted under the overflow value. A rollout whose
             cohorts are folded loses its numbers: raise the cap or fix the app sending unbounded values.
           runbook_url: "@RUNBOOK_BASE_URL@/label-overflow.md"
+          dashboard_url: "@DASHBOARD_BASE_URL@/adoptstream-operations"
+      - alert: AdoptstreamPartitionStuck
+        expr: max by (instance, topic) (adoptstream_stuck_partitions) > 0
+        for: 5m
+        labels:
+          severity: critical
+          category: operational
+          team: sre
+        annotations:
+          summary: >-
+            adoptstream worker {{ $labels.instance }} holds back {{ $value | humanize }} partition(s) of
+            {{ $labels.topic }}
+          description: >-
+            For 5 minutes the worker at {{ $labels.instance }} could not read, apply or restore {{ $value |
+            humanize }} partition(s) of {{ $labels.topic }}: a batch it cannot decode, a restore or local
+            store failing (disk full?), or a topic that is not the one its state was built from. It retries
+            them with backoff and skips nothing, so their users' numbers are frozen meanwhile; the others
+            go on. The worker's /ready says which partition, at which offset, and why.
+          runbook_url: "@RUNBOOK_BASE_URL@/partition-stuck.md"
+          dashboard_url: "@DASHBOARD_BASE_URL@/adoptstream-operations"
+      - alert: AdoptstreamBatchesFailing
+        expr: max by (instance, stage) (adoptstream_stage_failing_seconds) > 300
+        labels:
+          severity: critical
+          category: operational
+          team: sre
+        annotations:
+          summary: >-
+            adoptstream {{ $labels.stage }} stage on {{ $labels.instance }} has failed every batch for
+            {{ $value | humanizeDuration }}
+          description: >-
+            Every batch of the {{ $labels.stage }} stage on {{ $labels.instance }} has failed for {{ $value |
+            humanizeDuration }}, with a Kafka error (the broker unreachable, produce requests timing out,
+            authorization). The worker retries with backoff and answers /healthz, but processes nothing;
+            adoptstream_batch_errors_total{kind} and the worker's log say what fails.
+          runbook_url: "@RUNBOOK_BASE_URL@/batches-failing.md"
+          dashboard_url: "@DASHBOARD_BASE_URL@/adoptstream-operations"
+      - alert: AdoptstreamInputRecordsLost
+        expr: sum by (topic) (increase(adoptstream_input_records_lost_total[1h])) > 0
+        labels:
+          severity: critical
+          category: operational
+          team: sre
+        annotations:
+          summary: >-
+            {{ $value | humanize }} records of {{ $labels.topic }} were deleted before adoptstream read them
+          description: >-
+            In the last hour the broker deleted about {{ $value | humanize }} records of {{ $labels.topic }}
+            (retention, delete-records) that the workers had not read yet: they are counted nowhere, and
+            the adoption numbers are short of them. The workers lagged more than the topic's retention.
+          runbook_url: "@RUNBOOK_BASE_URL@/input-records-lost.md"
           dashboard_url: "@DASHBOARD_BASE_URL@/adoptstream-operations"
 """
 

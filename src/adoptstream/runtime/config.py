@@ -334,6 +334,15 @@ class WorkerConfig(TopicSettings):
     max_cohorts: Annotated[
         int, setting(1000, "cap on distinct cohort label values; more fold into __overflow__", metavar="N")
     ]
+    max_feature_cohorts: Annotated[
+        int,
+        setting(
+            10_000,
+            "cap on distinct (feature, cohort) pairs of the exposure series; a new pair past it counts"
+            " under cohort __overflow__ of its feature",
+            metavar="N",
+        ),
+    ]
     session_timeout_ms: Annotated[
         int,
         setting(
@@ -385,7 +394,7 @@ class WorkerConfig(TopicSettings):
     def _web_config_readable(cls, value: Path | None) -> Path | None:
         return _readable(value)
 
-    @field_validator("max_features", "max_cohorts", "batch_max_records")
+    @field_validator("max_features", "max_cohorts", "max_feature_cohorts", "batch_max_records")
     @classmethod
     def _positive(cls, value: int) -> int:
         return _positive(value)

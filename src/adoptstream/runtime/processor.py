@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from adoptstream.core.codec import dumps, loads
 from adoptstream.core.events import Outcome
 from adoptstream.core.state import SourceOutcomes, UserState, UserSummary
 from adoptstream.core.totals import AdoptionTotals
@@ -28,16 +29,22 @@ from adoptstream.runtime.connection import client_options
 from adoptstream.runtime.sender import BatchSender
 from adoptstream.runtime.stats import WorkerStats
 from adoptstream.runtime.store import (
+    CHANGELOG_ID_KEY,
+    META_PREFIX,
     USER_PREFIX,
     PartitionStore,
+    Snapshot,
     State,
     decode_for_totals,
+    discard_store,
     open_store,
     source_key,
 )
+from adoptstream.runtime.topics import RESET_HINT, TopicLayout, TopicMismatch
 
 log = logging.getLogger(__name__)
 RESTORE_CHUNK = 50_000
+SOURCE_KEY = META_PREFIX + b"source"  # in each changelog partition: the topics its states were built from
 
 
 @dataclass(slots=True)
@@ -55,12 +62,23 @@ class OwnedPartition:
 
 
 class StateProcessor:
-    """Owns the state of the assigned by-user partitions."""
+    """Owns the state of the assigned by-user partitions.
 
-    def __init__(self, config: WorkerConfig, sender: BatchSender, stats: WorkerStats) -> None:
+    `layout` (the topics found at start) lets the assignment check that a partition's state was built
+    from these topics; without it (tests, benches) nothing is checked.
+    """
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        sender: BatchSender,
+        stats: WorkerStats,
+        layout: TopicLayout | None = None,
+    ) -> None:
         self._config = config
         self._sender = sender
         self._stats = stats
+        self._layout = layout
         self.owned: dict[int, OwnedPartition] = {}
         self.restoring = False
         self._version = 0  # bumped whenever any owned totals may change
@@ -68,37 +86,136 @@ class StateProcessor:
 
     # -- assignment -------------------------------------------------------------------------------
 
-    async def assign(self, partitions: list[int]) -> None:
-        """Open, restore from the changelog and derive totals for newly assigned partitions."""
+    async def assign(self, partitions: list[int], reset: Collection[int] = ()) -> dict[int, Exception]:
+        """Open, restore from the changelog and check newly assigned partitions; return those that failed.
+
+        A partition that failed is not owned (its store is closed again), so none of its records can be
+        applied; the caller tries it again later. The error says why: the local store (`is_store_error`:
+        a disk full or unwritable), the changelog (a Kafka error), or a topic that is not the one the
+        state was built from (`TopicMismatch`). `reset`: partitions the state group has no offsets of
+        (a new or reset app), whose local store may be discarded when it mirrors another changelog.
+        """
         new = [p for p in sorted(partitions) if p not in self.owned]
+        failed: dict[int, Exception] = {}
         if not new:
-            return
+            return failed
         self.restoring = True
         started = time.perf_counter()
+        stores: dict[int, PartitionStore] = {}
         try:
-            stores = {p: open_store(self._config.store, self._config.state_dir, p) for p in new}
+            for p in new:
+                try:
+                    stores[p] = self._open(p, p in reset)
+                except Exception as exc:
+                    failed[p] = exc
             snapshots = {p: t for p, store in stores.items() if (t := _snapshot_of(p, store)) is not None}
-            await self._restore(stores, snapshots)
+            try:
+                failed.update(await self._restore(stores, snapshots))
+            except Exception as exc:  # the changelog could not be read, or the store not written
+                failed.update({p: exc for p in stores if p not in failed})
             for p, store in stores.items():
-                totals = snapshots.get(p)
-                if totals is None:
-                    totals = AdoptionTotals()
-                    for key, state in store.summaries():
-                        _add_stored(totals, key, state)
-                self.owned[p] = OwnedPartition(p, store, totals)
-                self._version += 1
+                if p not in failed:
+                    try:
+                        await self._check_source(p, store)
+                        totals = snapshots.get(p)
+                        if totals is None:
+                            totals = AdoptionTotals()
+                            for key, state in store.summaries():
+                                _add_stored(totals, key, state)
+                    except Exception as exc:
+                        failed[p] = exc
+                    else:
+                        self.owned[p] = OwnedPartition(p, store, totals)
+                        self._version += 1
+                        continue
+                _close_quietly(p, store)
         finally:
             self.restoring = False
             self._stats.restore_duration_s = time.perf_counter() - started
-        log.info("state partitions %s ready in %.2fs", new, self._stats.restore_duration_s)
+        ready = [p for p in new if p not in failed]
+        if ready:
+            log.info("state partitions %s ready in %.2fs", ready, self._stats.restore_duration_s)
+        return failed
 
-    def revoke(self, partitions: list[int]) -> None:
-        """Forget partitions that moved to another worker (local RocksDB files stay for next time)."""
+    def _open(self, partition: int, reset: bool) -> PartitionStore:
+        """The partition's local store, checked to mirror the changelog topic that exists now.
+
+        One that mirrors another changelog is discarded when the app was reset (`reset`: its groups are
+        gone too, `adoptstream reset`); otherwise neither can be trusted over the other.
+        """
+        config = self._config
+        store = open_store(config.store, config.state_dir, partition)
+        changelog_id = self._layout.ids.get(config.changelog_topic) if self._layout else None
+        if changelog_id is None:
+            return store
+        mirrored = store.meta(CHANGELOG_ID_KEY)
+        if mirrored is not None and mirrored.decode() != changelog_id and reset:
+            log.warning(
+                "state partition %d: the app was reset (no committed offsets, a new changelog): the local "
+                "store of before is discarded",
+                partition,
+            )
+            store.close()  # just opened: nothing to flush
+            discard_store(config.store, config.state_dir, partition)
+            store, mirrored = open_store(config.store, config.state_dir, partition), None
+        if mirrored is None:
+            store.set_meta(CHANGELOG_ID_KEY, changelog_id.encode())
+        elif mirrored.decode() != changelog_id:
+            _close_quietly(partition, store)
+            raise TopicMismatch(
+                f"state partition {partition}: the local store in {self._config.state_dir} mirrors changelog "
+                f"{self._config.changelog_topic} with id {mirrored.decode()}, but that topic now has id "
+                f"{changelog_id}: it was recreated, and the two no longer tell the same state; " + RESET_HINT
+            )
+        return store
+
+    async def _check_source(self, partition: int, store: PartitionStore) -> None:
+        """The partition's state was built from these topics: the same input topic (by id) and the same
+        by-user partition count. Recorded in the changelog the first time (`SOURCE_KEY`)."""
+        if self._layout is None:
+            return
+        config = self._config
+        want = {
+            "input_topic": config.topic,
+            "input_topic_id": self._layout.ids.get(config.topic),
+            "by_user_partitions": self._layout.by_user_partitions,
+        }
+        recorded = store.meta(SOURCE_KEY)
+        if recorded is None:
+            value = dumps(want)
+            self._sender.append(config.changelog_topic, partition, SOURCE_KEY, value)
+            await self._sender.flush()
+            store.set_meta(SOURCE_KEY, value)
+            return
+        have = loads(recorded)
+        if have.get("by_user_partitions") != want["by_user_partitions"]:
+            raise TopicMismatch(
+                f"state partition {partition} was built with {have.get('by_user_partitions')} by-user "
+                f"partitions, but {config.repartition_topic} now has {want['by_user_partitions']}: users "
+                "would be split between partitions and counted twice; " + RESET_HINT
+            )
+        if (
+            None not in (have.get("input_topic_id"), want["input_topic_id"])
+            and have.get("input_topic_id") != want["input_topic_id"]
+        ):
+            raise TopicMismatch(
+                f"state partition {partition} was built from input topic {config.topic} with id "
+                f"{have.get('input_topic_id')}, but that topic now has id {want['input_topic_id']}: it was "
+                "recreated, its offsets started again, and its new events would be taken for replays; "
+                + RESET_HINT
+            )
+
+    def revoke(self, partitions: list[int], flush: bool = True) -> None:
+        """Forget partitions that moved to another worker (local RocksDB files stay for next time).
+
+        A store that cannot be flushed (a full disk: `flush` false) is closed anyway: what it held comes
+        back from the changelog at the next assignment.
+        """
         for p in partitions:
             owned = self.owned.pop(p, None)
             if owned is not None:
-                owned.store.close(owned.snapshot())
                 self._version += 1
+                _close_quietly(p, owned.store, owned.snapshot(), flush)
 
     def close(self) -> None:
         self.revoke(list(self.owned))
@@ -108,12 +225,19 @@ class StateProcessor:
         for owned in self.owned.values():
             owned.store.maybe_flush(owned.snapshot(), idle=True)
 
-    async def _restore(self, stores: dict[int, PartitionStore], snapshots: dict[int, AdoptionTotals]) -> None:
+    async def _restore(
+        self, stores: dict[int, PartitionStore], snapshots: dict[int, AdoptionTotals]
+    ) -> dict[int, Exception]:
         """Bring every store up to its changelog's end: one consumer reads all partitions at once.
 
         The totals in `snapshots` (those of the stored states) are brought along with the records read.
+        Returns the partitions whose store is ahead of the changelog (which was recreated or lost
+        records): neither can be trusted over the other, and they are not read.
         """
         topic = self._config.changelog_topic
+        failed: dict[int, Exception] = {}
+        if not stores:
+            return failed
         consumer = AIOKafkaConsumer(
             **client_options(self._config),
             enable_auto_commit=False,
@@ -131,15 +255,14 @@ class StateProcessor:
             for tp, store in tps.items():
                 start, end = store.changelog_offset + 1, ends[tp]
                 if start > end:
-                    log.warning(
-                        "partition %d: local state is ahead of the changelog (recreated?): wiping",
-                        tp.partition,
+                    failed[tp.partition] = TopicMismatch(
+                        f"state partition {tp.partition}: the local store in {self._config.state_dir} "
+                        f"holds the changelog up to offset {start - 1}, but {topic} ends at {end}: the "
+                        "changelog was recreated or lost records, and the two no longer tell the same "
+                        "state; " + RESET_HINT
                     )
-                    store.wipe()
-                    snapshots.pop(tp.partition, None)
-                    if (snapshot := _snapshot_of(tp.partition, store)) is not None:
-                        snapshots[tp.partition] = snapshot
-                    start = 0
+                    consumer.pause(tp)
+                    continue
                 start = max(start, begins[tp])
                 if start < end:
                     consumer.seek(tp, start)
@@ -165,10 +288,13 @@ class StateProcessor:
                     read += len(recs)
                     last, end = recs[-1].offset, pending[tp][1]
                     if len(chunk) >= RESTORE_CHUNK or last >= end - 1:
+                        store = tps[tp]
+                        for key in [k for k in chunk if k[:1] == META_PREFIX]:
+                            store.set_meta(key, chunk.pop(key))
                         totals = snapshots.get(tp.partition)
                         if totals is not None:
-                            replace_in_totals(totals, tps[tp], chunk)
-                        tps[tp].save_raw(chunk, last)
+                            replace_in_totals(totals, store, chunk)
+                        store.save_raw(chunk, last)
                         self._stats.restored_records.inc(len(chunk))
                         chunks[tp] = {}
                     if last >= end - 1:
@@ -182,6 +308,7 @@ class StateProcessor:
                         consumer.pause(tp)
         finally:
             await consumer.stop()
+        return failed
 
     # -- processing -------------------------------------------------------------------------------
 
@@ -359,6 +486,16 @@ def _snapshot_of(partition: int, store: PartitionStore) -> AdoptionTotals | None
     if store.changelog_offset >= 0:
         log.info("partition %d: totals from its snapshot at offset %d", partition, store.changelog_offset)
     return totals
+
+
+def _close_quietly(
+    partition: int, store: PartitionStore, totals: Snapshot | None = None, flush: bool = True
+) -> None:
+    """Close a store whatever happens (a full disk fails its last flush): the changelog has it all."""
+    try:
+        store.close(totals, flush)
+    except Exception as exc:
+        log.warning("state partition %d: store closed without its last flush (%s)", partition, exc)
 
 
 def replace_in_totals(totals: AdoptionTotals, store: PartitionStore, values: dict[bytes, bytes]) -> None:

@@ -11,7 +11,9 @@ the totals come from there plus the changelog tail, instead of from decoding eve
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -26,12 +28,15 @@ SOURCE_PREFIX = b"s"
 META_PREFIX = b"\x00"  # keys that are not states
 _OFFSET_KEY = META_PREFIX + b"changelog-offset"
 _TOTALS_KEY = META_PREFIX + b"totals"
+CHANGELOG_ID_KEY = META_PREFIX + b"changelog-id"  # the id of the changelog topic the store mirrors
 MAX_KEY_BYTES = 128  # the prefix of a key that RocksDB hashes (its limit; user ids are mostly shorter)
 MEMTABLE_BUCKETS = 200_000  # about the entries of one 64 MB memtable of user states
 WRITE_BUFFER_BYTES = 64 << 20  # RocksDB's default memtable size, set explicitly
 FLUSH_AT_BYTES = 48 << 20  # flush (with a totals snapshot) before RocksDB would do it on its own
 IDLE_FLUSH_AFTER_S = 5.0  # an idle store flushes once this long after its last flush
 _MEMTABLE_BYTES = "rocksdb.cur-size-active-mem-table"  # the RocksDB property FLUSH_AT_BYTES compares
+_BACKGROUND_ERRORS = "rocksdb.background-errors"  # failed flushes and compactions so far
+_PROBE_KEY = META_PREFIX + b"probe"
 Snapshot = Callable[[], bytes]  # the partition's encoded totals, matching the store's states now
 _NO_TOTALS = AdoptionTotals().encode()
 
@@ -42,6 +47,20 @@ def user_key(user_id: str) -> bytes:
 
 def source_key(src_partition: int) -> bytes:
     return SOURCE_PREFIX + str(src_partition).encode()
+
+
+def is_store_error(exc: BaseException) -> bool:
+    """True for an error of the local store: the disk full or unwritable, a file missing or corrupt.
+
+    rocksdict raises plain `Exception`s: RocksDB's failures carry its status text, the file system's
+    (creating the store's directory) Rust's "... (os error N)".
+    """
+    if isinstance(exc, OSError):
+        return True
+    text = str(exc)
+    return type(exc) is Exception and (
+        text.startswith(("IO error", "Corruption", "Invalid argument")) or "(os error " in text
+    )
 
 
 def decode_state(key: bytes, value: bytes) -> State:
@@ -77,11 +96,13 @@ class PartitionStore(Protocol):
 
     def totals_snapshot(self) -> bytes | None: ...
 
-    def wipe(self) -> None: ...
+    def meta(self, key: bytes) -> bytes | None: ...
+
+    def set_meta(self, key: bytes, value: bytes) -> None: ...
 
     def maybe_flush(self, totals: Snapshot | None = None, idle: bool = False) -> None: ...
 
-    def close(self, totals: Snapshot | None = None) -> None: ...
+    def close(self, totals: Snapshot | None = None, flush: bool = True) -> None: ...
 
 
 class MemoryStore:
@@ -89,6 +110,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._data: dict[bytes, State] = {}
+        self._meta: dict[bytes, bytes] = {}
         self.changelog_offset = -1
 
     def load(self, key: bytes) -> State | None:
@@ -114,14 +136,16 @@ class MemoryStore:
     def totals_snapshot(self) -> bytes | None:
         return None  # restored states are decoded anyway: the totals are derived from them after
 
-    def wipe(self) -> None:
-        self._data.clear()
-        self.changelog_offset = -1
+    def meta(self, key: bytes) -> bytes | None:
+        return self._meta.get(key)
+
+    def set_meta(self, key: bytes, value: bytes) -> None:
+        self._meta[key] = value
 
     def maybe_flush(self, totals: Snapshot | None = None, idle: bool = False) -> None:
         return None
 
-    def close(self, totals: Snapshot | None = None) -> None:
+    def close(self, totals: Snapshot | None = None, flush: bool = True) -> None:
         self._data.clear()
 
 
@@ -152,7 +176,7 @@ class RocksStore:
 
         self._path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        options = self._options = Options(raw_mode=True)
+        options = Options(raw_mode=True)
         options.create_if_missing(True)
         table = BlockBasedOptions()
         table.set_bloom_filter(10, False)  # a new user's lookup rarely touches the disk
@@ -179,6 +203,7 @@ class RocksStore:
         self._write_options.disable_wal = True
         raw = self._db.get(_OFFSET_KEY)
         self.changelog_offset = int(raw) if raw is not None else -1
+        self._background_errors = self._db.property_int_value(_BACKGROUND_ERRORS)
 
     def load(self, key: bytes) -> State | None:
         raw = self._db.get(key)
@@ -215,6 +240,8 @@ class RocksStore:
         Flushing before the memtable is full means RocksDB rarely flushes on its own, between two
         snapshots; when it does, the snapshot no longer matches the offset and is not used.
         """
+        if idle:
+            self._check_background_errors()
         if not self._dirty:
             return
         now = time.monotonic()
@@ -227,6 +254,13 @@ class RocksStore:
         self._flush(totals, wait=False)  # in RocksDB's background thread
         self._flushed_at = now
         self._flush_at = now + self._flush_interval_s
+
+    def _check_background_errors(self) -> None:
+        """A flush in RocksDB's thread that failed (a full disk) only shows in a counter, and in the
+        writes that follow: write, so that the error is raised now, with RocksDB's own reason."""
+        if self._db.property_int_value(_BACKGROUND_ERRORS) > self._background_errors:
+            self._db.put(_PROBE_KEY, b"", self._write_options)
+            self._background_errors = self._db.property_int_value(_BACKGROUND_ERRORS)  # recovered
 
     def _flush(self, totals: Snapshot | None, wait: bool) -> None:
         if totals is not None:
@@ -258,22 +292,46 @@ class RocksStore:
     def _stored(self) -> Iterator[tuple[bytes, bytes]]:
         return ((k, v) for k, v in self._db.items(read_opt=self._scan) if k[:1] != META_PREFIX)
 
-    def wipe(self) -> None:
-        self._db.close()
-        shutil.rmtree(self._path, ignore_errors=True)
-        from rocksdict import Rdict
+    def meta(self, key: bytes) -> bytes | None:
+        """A value kept next to the states (its key starts with META_PREFIX)."""
+        return self._db.get(key)
 
-        self._db = Rdict(str(self._path), self._options)
-        self.changelog_offset = -1
+    def set_meta(self, key: bytes, value: bytes) -> None:
+        self._db.put(key, value, self._write_options)
+        self._dirty = True
 
-    def close(self, totals: Snapshot | None = None) -> None:
-        # without a WAL, unflushed memtables would have to come from the changelog
-        self._flush(totals, wait=True)
-        self._db.close()
+    def close(self, totals: Snapshot | None = None, flush: bool = True) -> None:
+        """Flush (without a WAL, unflushed memtables would have to come from the changelog) and close.
+
+        Closed even when the flush fails: what it held comes back from the changelog. When `flush` is
+        false (the disk failed) it is closed in a thread of its own: without a WAL RocksDB flushes at
+        close anyway, and on a failing disk it retries for a second first.
+        """
+        if not flush:
+            threading.Thread(target=self._close_quietly, name=f"close-{self._path.name}", daemon=True).start()
+            return
+        try:
+            self._flush(totals, wait=True)
+        finally:
+            self._db.close()
+
+    def _close_quietly(self) -> None:
+        with contextlib.suppress(Exception):  # nothing only it holds: the changelog has it all
+            self._db.close()
 
 
 def open_store(kind: str, state_dir: Path, partition: int) -> PartitionStore:
     """A store for one by-user partition."""
     if kind == "memory":
         return MemoryStore()
-    return RocksStore(state_dir / f"p{partition:04d}")
+    return RocksStore(_store_path(state_dir, partition))
+
+
+def discard_store(kind: str, state_dir: Path, partition: int) -> None:
+    """Delete a (closed) store's files."""
+    if kind != "memory":
+        shutil.rmtree(_store_path(state_dir, partition), ignore_errors=True)
+
+
+def _store_path(state_dir: Path, partition: int) -> Path:
+    return state_dir / f"p{partition:04d}"

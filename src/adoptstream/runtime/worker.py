@@ -7,50 +7,25 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import IllegalStateError, KafkaError
 from prometheus_client import CollectorRegistry
 
 from adoptstream.core.totals import AdoptionTotals
 from adoptstream.runtime import records
 from adoptstream.runtime.config import WorkerConfig
-from adoptstream.runtime.connection import check_connection, client_options
+from adoptstream.runtime.connection import BrokerUnreachable, check_connection, client_options
 from adoptstream.runtime.ingest import Ingest
 from adoptstream.runtime.processor import StateProcessor
 from adoptstream.runtime.sender import BatchSender
-from adoptstream.runtime.stats import WorkerStats
-from adoptstream.runtime.topics import ensure_topics
+from adoptstream.runtime.stage import Stage
+from adoptstream.runtime.stats import LOOP_LAG_TICK_S, WorkerStats
+from adoptstream.runtime.topics import MAX_REQUEST_BYTES, TopicLayout, check_input, ensure_topics
 
 log = logging.getLogger(__name__)
-Handler = Callable[[dict[TopicPartition, list]], Awaitable[dict[TopicPartition, int]]]
 
-
-class _Listener(ConsumerRebalanceListener):
-    """Runs partition hand-over under the stage lock, so it never interleaves with a batch."""
-
-    def __init__(
-        self,
-        lock: asyncio.Lock,
-        revoked: Callable[[list[int]], None],
-        assigned: Callable[[list[int]], Awaitable[None]],
-        on_rebalance: Callable[[], None],
-    ) -> None:
-        self._lock, self._revoked, self._assigned, self._on_rebalance = lock, revoked, assigned, on_rebalance
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        async with self._lock:
-            self._revoked([tp.partition for tp in revoked])
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        async with self._lock:
-            await self._assigned([tp.partition for tp in assigned])
-        self._on_rebalance()
-
-
-async def _nothing(_: list[int]) -> None:
-    return None
+START_BACKOFF_S = (0.5, 10.0)  # waiting for the broker at start: 0.5 s, doubling up to 10 s
 
 
 class Worker:
@@ -66,18 +41,19 @@ class Worker:
         self.stats = WorkerStats(CollectorRegistry() if registry is None else registry)
         self.started_at = time.time()
         self._stopping = asyncio.Event()
-        self._ingest_lock = asyncio.Lock()
-        self._state_lock = asyncio.Lock()
         self._producer: AIOKafkaProducer | None = None
         self.ingest_consumer: AIOKafkaConsumer | None = None
         self.state_consumer: AIOKafkaConsumer | None = None
         self.processor: StateProcessor | None = None
+        self.layout: TopicLayout | None = None
+        self._stages: list[Stage] = []
         self._started = False
 
     @property
     def ready(self) -> bool:
-        """Serving exact numbers: started, and no assigned partition is being restored."""
-        return self._started and not (self.processor is not None and self.processor.restoring)
+        """Serving exact numbers: started, every assigned partition restored and readable, and no stage
+        failing (the one readiness rule: /ready and `adoptstream_ready` read it)."""
+        return self._started and all(stage.ready for stage in self._stages)
 
     @property
     def progress(self) -> WorkerStats:
@@ -113,13 +89,34 @@ class Worker:
             max_poll_interval_ms=300_000,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
+            # a topic deleted and created again is assigned (and checked) within this, not 5 minutes
+            metadata_max_age_ms=30_000,
         )
 
     async def start(self) -> None:
-        """Create topics and start the Kafka clients."""
+        """Create topics and start the Kafka clients, waiting (not ready) while the broker is away.
+
+        Returns early when `stop()` is called meanwhile; a setting that cannot work (`ConfigError`)
+        raises at once.
+        """
+        delay = START_BACKOFF_S[0]
+        while not self._stopping.is_set():
+            try:
+                await self._connect()
+                return
+            except (TimeoutError, BrokerUnreachable, KafkaError, OSError) as exc:
+                await self._disconnect()
+                log.warning(
+                    "broker %s not reachable (%s); trying again in %.1f s", self.config.broker, exc, delay
+                )
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+            delay = min(delay * 2, START_BACKOFF_S[1])
+
+    async def _connect(self) -> None:
         c = self.config
         await check_connection(c)  # a refused login or certificate ends start-up here, not in a retry loop
-        by_user = await ensure_topics(c)
+        self.layout = layout = await ensure_topics(c)
         self._producer = AIOKafkaProducer(
             **client_options(c),
             client_id=f"{c.app_id}-{c.worker_name}",
@@ -129,42 +126,88 @@ class Worker:
             # hold each flush back (aiokafka lingers on every batch it did not see fill up)
             linger_ms=0,
             max_batch_size=512 * 1024,
-            max_request_size=8 * 1024 * 1024,
+            max_request_size=MAX_REQUEST_BYTES,
         )
         await self._producer.start()
         dlq_partitions = len(await self._producer.partitions_for(c.dlq_topic))
-        self._state_sender = BatchSender(self._producer)
-        self._ingest_sender = BatchSender(self._producer)
-        self.processor = StateProcessor(c, self._state_sender, self.stats)
-        self._ingest = Ingest(c, self._ingest_sender, self.stats, by_user, dlq_partitions)
-
-        processor = self.processor
+        state_sender = BatchSender(self._producer)
+        ingest_sender = BatchSender(self._producer)
+        self.processor = processor = StateProcessor(c, state_sender, self.stats, layout)
+        ingest = Ingest(c, ingest_sender, self.stats, layout.by_user_partitions, dlq_partitions)
         self.ingest_consumer = self._consumer(c.ingest_group)
-        self.ingest_consumer.subscribe(
-            [c.topic],
-            listener=_Listener(self._ingest_lock, lambda _: None, _nothing, self._counter(c.ingest_group)),
-        )
         self.state_consumer = self._consumer(c.state_group)
-        self.state_consumer.subscribe(
-            [c.repartition_topic],
-            listener=_Listener(
-                self._state_lock, processor.revoke, processor.assign, self._counter(c.state_group)
+        stages = [
+            Stage(
+                "ingest",
+                c.ingest_group,
+                self.ingest_consumer,
+                ingest.process,
+                ingest_sender,
+                self.stats,
+                self._stopping,
+                max_records=c.batch_max_records,
+                admit=self._check_input,
+                admit_error_kind="kafka",
+                after_batch=collect_between_batches,
             ),
-        )
+            Stage(
+                "state",
+                c.state_group,
+                self.state_consumer,
+                processor.process,
+                state_sender,
+                self.stats,
+                self._stopping,
+                # by-user records are packs of up to PACK_MAX_ENTRIES entries
+                max_records=max(1, c.batch_max_records // records.PACK_MAX_ENTRIES),
+                admit=self._restore_state,
+                admit_error_kind="restore",
+                release=processor.revoke,
+                reload_after_failure=True,
+                on_idle=processor.idle,
+                after_batch=collect_between_batches,
+            ),
+        ]
+        for stage, consumer, topic in zip(
+            stages, (self.ingest_consumer, self.state_consumer), self.consumed_topics, strict=True
+        ):
+            consumer.subscribe([topic], listener=stage.listener())
         await self.ingest_consumer.start()
         await self.state_consumer.start()
+        self._stages = stages
         self._started = True
         log.info(
             "worker %s up: topic %s (%d by-user partitions), %s",
             c.worker_name,
             c.topic,
-            by_user,
+            layout.by_user_partitions,
             f"static group member {c.instance_id!r}" if c.instance_id else "dynamic group membership",
         )
 
-    def _counter(self, group: str) -> Callable[[], None]:
-        # the series exists at 0 before the first assignment, so increase() and changes() count that one
-        return self.stats.rebalances.labels(group).inc
+    async def _check_input(self, partitions: list[int]) -> dict[int, Exception]:
+        """The ingest stage's admission: the input topic is the one the worker started with."""
+        assert self.ingest_consumer is not None and self.layout is not None
+        started_id = self.layout.ids.get(self.config.topic)
+        failures, lost = await check_input(self.ingest_consumer, self.config, started_id, partitions)
+        for partition, count in lost.items():
+            self.stats.records_lost.labels(self.config.topic).inc(count)
+            log.error(
+                "input partition %s/%d: %d records were deleted by the broker (retention, delete-records) "
+                "before this app read them; reading on from the partition's start",
+                self.config.topic,
+                partition,
+                count,
+            )
+        return failures
+
+    async def _restore_state(self, partitions: list[int]) -> dict[int, Exception]:
+        """The state stage's admission: restore; the group's committed offsets tell a reset app."""
+        assert self.state_consumer is not None and self.processor is not None
+        topic = self.config.repartition_topic
+        reset = [
+            p for p in partitions if await self.state_consumer.committed(TopicPartition(topic, p)) is None
+        ]
+        return await self.processor.assign(partitions, reset)
 
     async def run(self) -> None:
         """Process until `stop()` is called (or SIGINT/SIGTERM when installed).
@@ -173,33 +216,10 @@ class Worker:
         committed, its state saved) for up to `STOP_GRACE_S`; a stage still busy then is cancelled,
         and its batch is read again by the next owner.
         """
-        assert self.ingest_consumer and self.state_consumer and self.processor
-        loops = [
-            asyncio.create_task(
-                self._loop(
-                    self.ingest_consumer,
-                    self._ingest_lock,
-                    self._ingest.process,
-                    self._ingest_sender,
-                    None,
-                    self.config.batch_max_records,
-                    None,
-                )
-            ),
-            asyncio.create_task(
-                self._loop(
-                    self.state_consumer,
-                    self._state_lock,
-                    self.processor.process,
-                    self._state_sender,
-                    self._reload_state,
-                    # by-user records are packs of up to PACK_MAX_ENTRIES entries
-                    max(1, self.config.batch_max_records // records.PACK_MAX_ENTRIES),
-                    self.processor.idle,
-                )
-            ),
-            asyncio.create_task(self._track_lag()),
-        ]
+        if not self._started:  # stopped before the broker was reached
+            return
+        loops = [asyncio.create_task(stage.run()) for stage in self._stages]
+        loops += [asyncio.create_task(self._track_lag()), asyncio.create_task(self._probe_loop_lag())]
         stop = asyncio.create_task(self._stopping.wait())
         done, _ = await asyncio.wait([stop, *loops], return_when=asyncio.FIRST_COMPLETED)
         if stop in done:  # the loops end after the batch in hand (committed, its state saved)
@@ -211,70 +231,6 @@ class Worker:
         for task in done:
             if task is not stop and task.exception():
                 raise task.exception()  # type: ignore[misc]
-
-    async def _loop(
-        self,
-        consumer: AIOKafkaConsumer,
-        lock: asyncio.Lock,
-        handler: Handler,
-        sender: BatchSender,
-        on_failure: Callable[[list[int]], Awaitable[None]] | None,
-        max_records: int,
-        on_idle: Callable[[], None] | None,
-    ) -> None:
-        backoff = 0.1
-        while not self._stopping.is_set():
-            batch = await consumer.getmany(timeout_ms=200, max_records=max_records)
-            if not batch:
-                if on_idle is not None:
-                    async with lock:
-                        on_idle()
-                continue
-            async with lock:
-                try:
-                    commit = await handler(batch)
-                except (TimeoutError, KafkaError, OSError) as exc:
-                    log.warning("batch failed (%s); it will be read again", exc)
-                    await self._rewind(consumer, batch, sender, on_failure)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    continue
-                backoff = 0.1
-                await self._commit(consumer, commit)
-            del batch, commit  # freed before the collection walks the young objects
-            collect_between_batches()
-
-    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
-        assigned = consumer.assignment()
-        offsets = {tp: o for tp, o in offsets.items() if tp in assigned}
-        if not offsets:
-            return
-        try:
-            await consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
-            # Safe: the next owner re-reads these records and recognises them as replays.
-            log.info("commit skipped during rebalance: %s", exc)
-
-    async def _rewind(
-        self,
-        consumer: AIOKafkaConsumer,
-        batch: dict[TopicPartition, list],
-        sender: BatchSender,
-        on_failure: Callable[[list[int]], Awaitable[None]] | None,
-    ) -> None:
-        sender.discard()
-        assigned = consumer.assignment()
-        for tp, recs in batch.items():
-            if tp in assigned:
-                consumer.seek(tp, recs[0].offset)
-        if on_failure is not None:
-            await on_failure([tp.partition for tp in batch if tp in assigned])
-
-    async def _reload_state(self, partitions: list[int]) -> None:
-        """After a failed state batch, in-memory state may be ahead of the changelog: rebuild it."""
-        assert self.processor
-        self.processor.revoke(partitions)
-        await self.processor.assign(partitions)
 
     async def _track_lag(self) -> None:
         """Refresh (next offset, high watermark) of every assigned partition once a second."""
@@ -293,6 +249,17 @@ class Worker:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=1.0)
 
+    async def _probe_loop_lag(self) -> None:
+        """How late the event loop runs a timer: what a long scrape or batch costs the heartbeats."""
+        loop = asyncio.get_running_loop()
+        lags = self.stats.recent_loop_lags_s
+        while not self._stopping.is_set():
+            planned = loop.time() + LOOP_LAG_TICK_S
+            await asyncio.sleep(LOOP_LAG_TICK_S)
+            lag = max(0.0, loop.time() - planned)
+            self.stats.loop_lag.observe(lag)
+            lags.append(lag)
+
     def stop(self) -> None:
         self._stopping.set()
 
@@ -303,6 +270,9 @@ class Worker:
         (`instance_id`): then the partitions wait up to the session timeout for the same id to return.
         """
         self._started = False
+        await self._disconnect()
+
+    async def _disconnect(self) -> None:
         for consumer in (self.ingest_consumer, self.state_consumer):
             if consumer is not None:
                 try:
@@ -313,6 +283,7 @@ class Worker:
             await self._producer.stop()
         if self.processor is not None:
             self.processor.close()
+        self.ingest_consumer = self.state_consumer = self._producer = self.processor = None
 
 
 STOP_GRACE_S = 10.0  # how long a stopping worker lets its stages finish their batches, then cancels

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter
 from adoptstream.core.totals import AdoptionTotals
 from adoptstream.exposition.web import WebServer
 from adoptstream.exposition.webconfig import WebConfigError, load_web_config
+from adoptstream.runtime.stats import WorkerStats
 from adoptstream_dev.certificates import Certificates, make_certificates
 
 USER, PASSWORD = "prometheus", "scrape-Me-1"
@@ -42,7 +43,12 @@ def write(path: Path, text: str) -> Path:
 
 
 class Worker:
+    """A stand-in of what the web endpoints read of a worker (`WorkerStatus`, `TotalsSource`)."""
+
     ready = True
+    started_at = 0.0
+    consumed_topics = ("events",)
+    progress = WorkerStats(CollectorRegistry())
 
     def merged_totals(self) -> AdoptionTotals:
         return AdoptionTotals()

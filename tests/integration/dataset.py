@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 
+from adoptstream.core.entries import FutureEntry, InvalidEntry, event_entry
 from adoptstream.core.events import InvalidEvent, is_future, parse_event
 from adoptstream.core.state import SourceOutcomes, UserState
 from adoptstream.core.totals import AdoptionTotals
@@ -124,12 +125,12 @@ def expected_samples(msgs: list[Message], publish_now_ns: int, scrape_now_ns: in
         try:
             event = parse_event(m.value)
         except InvalidEvent:
-            rejected.apply(_outcome("invalid"), offset)
+            rejected.apply(InvalidEntry(0, offset, 0))
             continue
         if is_future(event.ts_ns, publish_now_ns):
-            rejected.apply(_outcome("future"), offset)
+            users.setdefault(event.user_id, UserState()).apply(FutureEntry(0, offset, 0, event.user_id))
             continue
-        users.setdefault(event.user_id, UserState()).apply(event, 0)
+        users.setdefault(event.user_id, UserState()).apply(event_entry(event, 0, offset, 0))
     totals = AdoptionTotals()
     for u in users.values():
         totals.add_user(u)
@@ -137,9 +138,3 @@ def expected_samples(msgs: list[Message], publish_now_ns: int, scrape_now_ns: in
     registry = CollectorRegistry()
     registry.register(AdoptionCollector(_Fixed(totals), 10_000, 10_000, clock_ns=lambda: scrape_now_ns))
     return contract_only(parse_samples(generate_latest(registry).decode()))
-
-
-def _outcome(name: str):
-    from adoptstream.core.events import Outcome
-
-    return Outcome(name)

@@ -587,12 +587,12 @@ def _judged(parse: Any, raw: bytes | None) -> object:
 def test_fast_path_agrees_with_checked_path(
     obj: dict[str, Any], where: int, junk: bytes, replace: bool
 ) -> None:
-    from adoptstream.core.events import _parse_fields_checked, parse_fields
+    from adoptstream.core.events import _parse_checked
 
     raw = json.dumps(obj, ensure_ascii=False).encode("utf-8", "surrogatepass")
     i = where % (len(raw) + 1)
     mutated = raw[:i] + junk + raw[i + (len(junk) if replace else 0) :]
-    assert _judged(parse_fields, mutated) == _judged(_parse_fields_checked, mutated), mutated
+    assert _judged(parse_event, mutated) == _judged(_parse_checked, mutated), mutated
 
 
 @pytest.mark.parametrize(

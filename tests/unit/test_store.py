@@ -19,7 +19,7 @@ def _write_and_die(path: str, flush_interval_s: float, idle: bool) -> None:
     store = RocksStore(Path(path), flush_interval_s=flush_interval_s)
     state = UserState(accepted=1)
     for offset in range(3):  # as the state stage does: a save, then a flush if one is due
-        store.save([user_key(f"u{offset}")], [state], [state.encode()], offset)
+        store.save([user_key(f"u{offset}")], [state.encode()], offset)
         store.maybe_flush()
     if idle:  # the interval has passed with no more writes: the worker's idle tick flushes
         store._flush_at = 0.0
@@ -66,7 +66,7 @@ def test_reads_and_full_scan_span_memtables_and_files(tmp_path: Path) -> None:
         for round_, chunk in enumerate((ids[:300], ids[200:])):  # overlap: later values win
             keys = [user_key(i) for i in chunk]
             states = [UserState(accepted=round_ * 1000 + n) for n in range(len(chunk))]
-            store.save(keys, states, [s.encode() for s in states], round_)
+            store.save(keys, [s.encode() for s in states], round_)
             expected.update((k, s.accepted) for k, s in zip(keys, states, strict=True))
             if round_ == 0:
                 store._db.flush()  # the first round goes to a file, the second stays in memory

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adoptstream.core.entries import EventEntry
 from adoptstream.core.state import SourceOutcomes, UserState, decode_summary
 from adoptstream.core.totals import AdoptionTotals, totals_of
 from adoptstream.runtime import store as store_module
@@ -32,7 +33,7 @@ _event = st.tuples(
 def users(draw: st.DrawFn) -> UserState:
     user = UserState()
     for i, (etype, feature, dt, cohort) in enumerate(draw(st.lists(_event, max_size=6))):
-        user.apply_fields(f"e{i}", etype, feature, T0 + dt, cohort, 0)
+        user.apply(EventEntry(0, i, 0, "u", f"e{i}", etype, feature, T0 + dt, cohort))
     return user
 
 
@@ -66,7 +67,7 @@ def test_a_summary_contributes_what_the_whole_state_does(user: UserState) -> Non
 
 def test_a_summary_refuses_another_state_version() -> None:
     with pytest.raises(ValueError, match="version"):
-        decode_summary(b"[2,null,null,0,0,{},{},[],0]")
+        decode_summary(b"[3,null,null,0,0,{},{},{},0]")
 
 
 def test_ttfu_sums_beyond_64_bits_survive() -> None:
@@ -84,8 +85,7 @@ State = UserState | SourceOutcomes
 
 
 def _save(store: RocksStore | MemoryStore, states: dict[bytes, State], offset: int) -> None:
-    keys = list(states)
-    store.save(keys, list(states.values()), [s.encode() for s in states.values()], offset)
+    store.save(list(states), [s.encode() for s in states.values()], offset)
 
 
 def test_snapshot_is_used_only_while_it_matches_the_stored_offset(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ bucket boundaries are exact.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from enum import Enum
@@ -44,8 +43,7 @@ class InvalidEvent(ValueError):
         self.reason = reason
 
 
-@dataclass(slots=True)
-class Event:
+class Event(msgspec.Struct, gc=False):
     """One valid usage event. `feature` is None for signups, `cohort` None when absent."""
 
     event_id: str
@@ -54,14 +52,6 @@ class Event:
     feature: str | None
     ts_ns: int
     cohort: str | None
-
-
-def parse_event(value: bytes | None) -> Event:
-    """Parse and validate one message value; raise `InvalidEvent` on any rule broken."""
-    return Event(*parse_fields(value))
-
-
-EventFields = tuple[str, str, str, "str | None", int, "str | None"]
 
 
 class _Wire(msgspec.Struct):
@@ -78,22 +68,22 @@ class _Wire(msgspec.Struct):
 _decode_wire = msgspec.json.Decoder(_Wire).decode
 
 
-def parse_fields(value: bytes | None) -> EventFields:
-    """`parse_event` without the object: (event_id, user_id, type, feature, ts_ns, cohort).
+def parse_event(value: bytes | None) -> Event:
+    """Parse and validate one message value; raise `InvalidEvent` on any rule broken.
 
     Fast path: msgspec decodes and type-checks the contract's fields in C, without building a dict;
     the rest is checked here. Anything it does not take (a wrong type, deep nesting, bad JSON) goes
-    to `_parse_fields_checked`, which decides (it may still accept) and gives the reason. msgspec
+    to `_parse_checked`, which decides (it may still accept) and gives the reason. msgspec
     skips unknown fields without checking their UTF-8, hence the explicit check of non-ASCII input.
     """
     if value is None or len(value) > MAX_EVENT_BYTES:
-        return _parse_fields_checked(value)
+        return _parse_checked(value)
     try:
         if not value.isascii():
             value.decode()  # strict UTF-8: no junk bytes, no encoded surrogates
         wire = _decode_wire(value)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError
-        return _parse_fields_checked(value)
+        return _parse_checked(value)
     etype = wire.type
     if etype == "signup":
         feature = None
@@ -105,11 +95,11 @@ def parse_fields(value: bytes | None) -> EventFields:
     cohort = wire.cohort
     if cohort is not None and cohort not in _valid_cohorts:
         _check_cohort(cohort)
-    return wire.event_id, wire.user_id, etype, feature, ts_ns, cohort
+    return Event(wire.event_id, wire.user_id, etype, feature, ts_ns, cohort)
 
 
-def _parse_fields_checked(value: bytes | None) -> EventFields:
-    """`parse_fields` through orjson and checks in Python: decides every message and says why."""
+def _parse_checked(value: bytes | None) -> Event:
+    """`parse_event` through orjson and checks in Python: decides every message and says why."""
     if value is None:
         raise InvalidEvent("empty message (null value)")
     if len(value) > MAX_EVENT_BYTES:
@@ -147,7 +137,7 @@ def _parse_fields_checked(value: bytes | None) -> EventFields:
     cohort = get("cohort")
     if cohort is not None and (type(cohort) is not str or cohort not in _valid_cohorts):
         _check_cohort(cohort)
-    return event_id, user_id, etype, feature, ts_ns, cohort
+    return Event(event_id, user_id, etype, feature, ts_ns, cohort)
 
 
 # Values already found valid: most events repeat a few features and cohorts, so the checks run once.

@@ -2,20 +2,23 @@
 
 Every update is order-free: earliest times are minima, latest times maxima, counts are guarded by
 the (user, event_id) dedup, so any interleaving of the same accepted events gives the same state.
-Replays of internal records are recognised by their source coordinates (input partition, offset).
+Replays of by-user entries are recognised by their source coordinates (input partition, offset).
+
+States are msgspec structs encoded as JSON arrays (`array_like`): named in code, compact on disk and
+in the changelog. A user state starts with its version.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import msgspec
 
-from adoptstream.core.codec import dumps, loads
-from adoptstream.core.events import Event, Outcome
+from adoptstream.core.codec import loads
+from adoptstream.core.entries import EventEntry, FutureEntry, InvalidEntry
+from adoptstream.core.events import Outcome
 
 DEDUP_WINDOW_MS = 25 * 3_600_000  # contract: at least 24 h of arrivals; one hour of slack
-_STATE_VERSION = 1
+STATE_VERSION = 2
+_ACCEPTED, _DUPLICATE, _FUTURE = Outcome.ACCEPTED, Outcome.DUPLICATE, Outcome.FUTURE
 
 
 def _earlier(ts: int, cohort: str | None, cur_ts: int | None, cur_cohort: str | None) -> bool:
@@ -29,159 +32,119 @@ def _cohort_key(cohort: str | None) -> tuple[bool, str]:
     return (cohort is None, cohort or "")
 
 
-# One user's history with one feature is a plain list (cheap to create, encoded as it is):
-# [exposure_ns, exposure_cohort, first_use_ns, last_use_ns, uses]
-FeatureState = list
-EXPOSURE_NS, EXPOSURE_COHORT, FIRST_USE_NS, LAST_USE_NS, USES = range(5)
+class FeatureState(msgspec.Struct, array_like=True, gc=False):
+    """One user's history with one feature."""
+
+    exposure_ns: int | None = None  # earliest exposure
+    exposure_cohort: str | None = None  # the cohort of that exposure
+    first_use_ns: int | None = None
+    last_use_ns: int | None = None
+    uses: int = 0
 
 
-def feature_state(
-    exposure_ns: int | None = None,
-    exposure_cohort: str | None = None,
-    first_use_ns: int | None = None,
-    last_use_ns: int | None = None,
-    uses: int = 0,
-) -> FeatureState:
-    return [exposure_ns, exposure_cohort, first_use_ns, last_use_ns, uses]
-
-
-@dataclass(slots=True, init=False)
-class UserState:
+class UserState(msgspec.Struct, array_like=True, gc=False):
     """Everything adoptstream keeps about one user."""
 
-    signup_ns: int | None
-    signup_cohort: str | None
-    features: dict[str, FeatureState]
-    accepted: int
-    duplicates: int
-    seen: dict[str, int]  # event_id -> arrival ms
-    sources: dict[int, int]  # input partition -> last offset applied
-    future: int  # messages of this user rejected as too far ahead of the clock
+    version: int = STATE_VERSION
+    signup_ns: int | None = None  # earliest signup
+    signup_cohort: str | None = None  # the cohort of that signup
+    accepted: int = 0
+    duplicates: int = 0
+    features: dict[str, FeatureState] = {}
+    seen: dict[str, int] = {}  # event_id -> arrival ms, for the dedup window
+    sources: dict[int, int] = {}  # input partition -> last offset applied
+    future: int = 0  # messages of this user rejected as too far ahead of the clock
 
-    def __init__(
-        self,
-        signup_ns: int | None = None,
-        signup_cohort: str | None = None,
-        features: dict[str, FeatureState] | None = None,
-        accepted: int = 0,
-        duplicates: int = 0,
-        seen: dict[str, int] | None = None,
-        sources: dict[int, int] | None = None,
-        future: int = 0,
-    ) -> None:
-        # written out (not default_factory): a new state per first-seen user is on the hot path
-        self.signup_ns = signup_ns
-        self.signup_cohort = signup_cohort
-        self.features = {} if features is None else features
-        self.accepted = accepted
-        self.duplicates = duplicates
-        self.seen = {} if seen is None else seen
-        self.sources = {} if sources is None else sources
-        self.future = future
+    def apply(self, entry: EventEntry | FutureEntry) -> Outcome | None:
+        """Apply one by-user entry of this user: its outcome, or None for a replay (already applied).
 
-    def is_replay(self, src_partition: int, src_offset: int) -> bool:
-        """True when this input message was already applied (a retry or a crash replay)."""
-        last = self.sources.get(src_partition)
-        return last is not None and src_offset <= last
-
-    def apply(self, event: Event, arrival_ms: int, src_partition: int = -1, src_offset: int = -1) -> Outcome:
-        """Apply one valid, non-future event; return ACCEPTED or DUPLICATE."""
-        return self.apply_fields(
-            event.event_id,
-            event.type,
-            event.feature,
-            event.ts_ns,
-            event.cohort,
-            arrival_ms,
-            src_partition,
-            src_offset,
-        )
-
-    def apply_fields(
-        self,
-        event_id: str,
-        etype: str,
-        feature: str | None,
-        ts: int,
-        cohort: str | None,
-        arrival_ms: int,
-        src_partition: int = -1,
-        src_offset: int = -1,
-    ) -> Outcome:
-        """`apply` without an Event object (the hot path of the state stage)."""
-        if src_offset >= 0:
-            self.sources[src_partition] = src_offset
+        A future entry is counted here, in the user's state, rather than per input partition: if
+        that message is read again later and no longer looks future, its replay is recognised and it
+        keeps one outcome.
+        """
+        sources = self.sources
+        src_partition, src_offset = entry.src_partition, entry.src_offset
+        last = sources.get(src_partition)
+        if last is not None and src_offset <= last:
+            return None
+        sources[src_partition] = src_offset
+        if type(entry) is FutureEntry:
+            self.future += 1
+            return _FUTURE
         seen = self.seen
+        event_id = entry.event_id  # type: ignore[union-attr]
         if event_id in seen:
             self.duplicates += 1
-            return Outcome.DUPLICATE
-        seen[event_id] = arrival_ms
+            return _DUPLICATE
+        seen[event_id] = entry.arrival_ms
         self.accepted += 1
+        etype, ts, cohort = entry.type, entry.ts_ns, entry.cohort  # type: ignore[union-attr]
         if etype == "signup":
             if _earlier(ts, cohort, self.signup_ns, self.signup_cohort):
                 self.signup_ns, self.signup_cohort = ts, cohort
-            return Outcome.ACCEPTED
+            return _ACCEPTED
         features = self.features
+        feature = entry.feature  # type: ignore[union-attr]
         fs = features.get(feature)  # type: ignore[arg-type]
         if etype == "use":
             if fs is None:
-                features[feature] = [None, None, ts, ts, 1]  # type: ignore[index]
-                return Outcome.ACCEPTED
-            fs[USES] += 1
-            first, last = fs[FIRST_USE_NS], fs[LAST_USE_NS]
-            if first is None or ts < first:
-                fs[FIRST_USE_NS] = ts
-            if last is None or ts > last:
-                fs[LAST_USE_NS] = ts
+                features[feature] = FeatureState(None, None, ts, ts, 1)  # type: ignore[index]
+                return _ACCEPTED
+            fs.uses += 1
+            first = fs.first_use_ns
+            if first is None:
+                fs.first_use_ns = fs.last_use_ns = ts
+            elif ts < first:
+                fs.first_use_ns = ts
+            elif ts > fs.last_use_ns:  # type: ignore[operator]
+                fs.last_use_ns = ts
         elif fs is None:  # exposure
-            features[feature] = [ts, cohort, None, None, 0]  # type: ignore[index]
-        elif _earlier(ts, cohort, fs[EXPOSURE_NS], fs[EXPOSURE_COHORT]):
-            fs[EXPOSURE_NS], fs[EXPOSURE_COHORT] = ts, cohort
-        return Outcome.ACCEPTED
-
-    def reject_future(self, src_partition: int, src_offset: int) -> None:
-        """Count one message that ingest found too far ahead (same replay rule as `apply`).
-
-        Counted here, in the user's state, rather than per input partition: if that message is read
-        again later and no longer looks future, its replay is recognised and it keeps one outcome.
-        """
-        if src_offset >= 0:
-            self.sources[src_partition] = src_offset
-        self.future += 1
+            features[feature] = FeatureState(ts, cohort)  # type: ignore[index]
+        elif _earlier(ts, cohort, fs.exposure_ns, fs.exposure_cohort):
+            fs.exposure_ns, fs.exposure_cohort = ts, cohort
+        return _ACCEPTED
 
     def prune_seen(self, window_ms: int = DEDUP_WINDOW_MS) -> None:
         """Forget event ids accepted more than `window_ms` before this user's latest arrival."""
-        if len(self.seen) < 2:
+        seen = self.seen
+        if len(seen) < 2:
             return
-        horizon = max(self.seen.values()) - window_ms
-        if min(self.seen.values()) < horizon:
-            self.seen = {k: v for k, v in self.seen.items() if v >= horizon}
+        horizon = max(seen.values()) - window_ms
+        if min(seen.values()) < horizon:
+            self.seen = {k: v for k, v in seen.items() if v >= horizon}
 
     def encode(self) -> bytes:
         """Compact, versioned serialization (changelog value and store value)."""
-        return dumps(
-            [
-                _STATE_VERSION,
-                self.signup_ns,
-                self.signup_cohort,
-                self.accepted,
-                self.duplicates,
-                self.features,  # name -> [exposure_ns, exposure_cohort, first_use_ns, last_use_ns, uses]
-                self.seen,
-                list(self.sources.items()),  # pairs: JSON object keys would be strings
-                self.future,
-            ]
-        )
+        return _encode(self)
 
     @classmethod
     def decode(cls, data: bytes) -> UserState:
-        """Inverse of `encode`."""
-        version, signup_ns, signup_cohort, accepted, duplicates, feats, seen, sources, *rest = loads(data)
-        if version != _STATE_VERSION:
-            raise ValueError(f"unknown user state version {version}")
-        return cls(
-            signup_ns, signup_cohort, feats, accepted, duplicates, seen, dict(sources), rest[0] if rest else 0
-        )
+        """Inverse of `encode`; also reads (and migrates) the states of version 1."""
+        try:
+            state = _decode_user(data)
+        except msgspec.DecodeError:
+            return _migrate_v1(data)
+        if state.version != STATE_VERSION:
+            raise ValueError(f"unknown user state version {state.version}")
+        return state
+
+
+def _migrate_v1(data: bytes) -> UserState:
+    """A state of version 1 (positional lists, sources as pairs; wide integers as a `J` blob)."""
+    version, signup_ns, signup_cohort, accepted, duplicates, features, seen, sources, *rest = loads(data)
+    if version != 1:
+        raise ValueError(f"unknown user state version {version}")
+    return UserState(
+        STATE_VERSION,
+        signup_ns,
+        signup_cohort,
+        accepted,
+        duplicates,
+        {name: FeatureState(*fields) for name, fields in features.items()},
+        seen,
+        dict(sources),
+        rest[0] if rest else 0,
+    )
 
 
 class UserSummary(msgspec.Struct, array_like=True, gc=False):
@@ -202,42 +165,43 @@ class UserSummary(msgspec.Struct, array_like=True, gc=False):
     future: int = 0
 
 
-_SUMMARY = msgspec.json.Decoder(UserSummary)
+_encode = msgspec.json.Encoder().encode
+_decode_user = msgspec.json.Decoder(UserState).decode
+_decode_summary = msgspec.json.Decoder(UserSummary).decode
 
 
 def decode_summary(data: bytes) -> UserSummary | UserState:
     """Decode what `AdoptionTotals.add_user` needs of `UserState.encode`'s output."""
     try:
-        summary = _SUMMARY.decode(data)
-    except msgspec.DecodeError:  # integers beyond 64 bits (a wide blob): the general decoder
-        return UserState.decode(data)
-    if summary.version != _STATE_VERSION:
-        raise ValueError(f"unknown user state version {summary.version}")
-    return summary
+        summary = _decode_summary(data)
+    except msgspec.DecodeError:
+        summary = None
+    if summary is not None and summary.version == STATE_VERSION:
+        return summary
+    return UserState.decode(data)  # a state of version 1 is migrated; other versions are refused
 
 
-@dataclass(slots=True)
-class SourceOutcomes:
+class SourceOutcomes(msgspec.Struct, array_like=True, gc=False):
     """Invalid messages of one input partition (they have no trustworthy user)."""
 
     last_offset: int = -1
     invalid: int = 0
-    future: int = 0
+    future: int = 0  # written only by versions that counted future messages per input partition
 
-    def apply(self, outcome: Outcome, src_offset: int) -> bool:
-        """Count one rejected message unless it is a replay; return whether it counted."""
-        if src_offset <= self.last_offset:
+    def apply(self, entry: InvalidEntry) -> bool:
+        """Count one invalid message unless it is a replay; return whether it counted."""
+        if entry.src_offset <= self.last_offset:
             return False
-        self.last_offset = src_offset
-        if outcome is Outcome.INVALID:
-            self.invalid += 1
-        else:
-            self.future += 1
+        self.last_offset = entry.src_offset
+        self.invalid += 1
         return True
 
     def encode(self) -> bytes:
-        return dumps([self.last_offset, self.invalid, self.future])
+        return _encode(self)
 
     @classmethod
     def decode(cls, data: bytes) -> SourceOutcomes:
-        return cls(*loads(data))
+        return _decode_source(data)
+
+
+_decode_source = msgspec.json.Decoder(SourceOutcomes).decode

@@ -95,13 +95,15 @@ class AdoptionTotals:
         feature_users, uses, active_hours = self.feature_users, self.uses, self.active_hours
         exposed, adopted, ttfu = self.exposed, self.adopted, self.ttfu
         first_use_any = last_use_any = None
-        for name, (exposure, exposure_cohort, first_use, last_use, n_uses) in user.features.items():
+        for name, fs in user.features.items():
             feature_users[name] += sign
+            exposure, last_use = fs.exposure_ns, fs.last_use_ns
             if last_use is None:  # exposed, never used
                 if exposure is not None:
-                    exposed[(name, exposure_cohort or UNASSIGNED)] += sign
+                    exposed[(name, fs.exposure_cohort or UNASSIGNED)] += sign
                 continue
-            uses[name] += sign * n_uses
+            first_use = fs.first_use_ns
+            uses[name] += sign * fs.uses
             active_hours[name][last_use // HOUR_NS] += sign
             if last_use_any is None:
                 first_use_any, last_use_any = first_use, last_use
@@ -111,7 +113,7 @@ class AdoptionTotals:
                 if first_use < first_use_any:
                     first_use_any = first_use
             if exposure is not None:
-                key = (name, exposure_cohort or UNASSIGNED)
+                key = (name, fs.exposure_cohort or UNASSIGNED)
                 exposed[key] += sign
                 adopted[key] += sign
                 ttfu[name].observe(first_use - exposure, sign)

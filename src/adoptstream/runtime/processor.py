@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from adoptstream.core.entries import InvalidEntry
 from adoptstream.core.events import Outcome
 from adoptstream.core.state import SourceOutcomes, UserState, UserSummary
 from adoptstream.core.totals import AdoptionTotals
@@ -33,10 +34,12 @@ from adoptstream.runtime.store import (
     decode_for_totals,
     open_store,
     source_key,
+    user_key,
 )
 
 log = logging.getLogger(__name__)
 RESTORE_CHUNK = 50_000
+_ACCEPTED, _DUPLICATE, _FUTURE = Outcome.ACCEPTED, Outcome.DUPLICATE, Outcome.FUTURE
 
 
 @dataclass(slots=True)
@@ -81,9 +84,7 @@ class StateProcessor:
             for p, store in stores.items():
                 totals = snapshots.get(p)
                 if totals is None:
-                    totals = AdoptionTotals()
-                    for key, state in store.summaries():
-                        _add_stored(totals, key, state)
+                    totals = derive_totals(store)
                 self.owned[p] = OwnedPartition(p, store, totals)
                 self._version += 1
         finally:
@@ -146,7 +147,7 @@ class StateProcessor:
                 else:
                     consumer.pause(tp)
             total = sum(end - start for start, end in pending.values())
-            chunks: dict[TopicPartition, dict[bytes, bytes]] = {tp: {} for tp in pending}
+            chunks: dict[TopicPartition, dict[bytes, bytes | None]] = {tp: {} for tp in pending}
             read = 0
             report_at = time.monotonic() + 5.0
             while pending:
@@ -159,8 +160,7 @@ class StateProcessor:
                 for tp, recs in fetched.items():
                     chunk = chunks[tp]
                     for rec in recs:
-                        if rec.value is not None:
-                            chunk[rec.key] = rec.value
+                        chunk[rec.key] = rec.value  # None: a tombstone deletes the key
                     read += len(recs)
                     last, end = recs[-1].offset, pending[tp][1]
                     if len(chunk) >= RESTORE_CHUNK or last >= end - 1:
@@ -188,30 +188,31 @@ class StateProcessor:
         """Apply one batch; return the by-user offsets that are now safe to commit."""
         started = time.perf_counter()
         changelog = self._config.changelog_topic
-        saved: list[tuple[OwnedPartition, list[bytes], list[State], list[bytes]]] = []
+        saved: list[tuple[OwnedPartition, AppliedBatch]] = []
         commit: dict[TopicPartition, int] = {}
         total = 0
         last_ts = self._stats.last_event_ts_ns
         for tp, recs in batch.items():
-            partition = tp.partition
-            owned = self.owned.get(partition)
+            owned = self.owned.get(tp.partition)
             if owned is None:
                 continue  # revoked while fetched
             owned.settled = False
-            keys, states, values, ts, count = self._apply(owned, recs)
+            self._version += 1  # the totals change now
+            applied = apply_batch(owned.store, owned.totals, [(rec.key, rec.value) for rec in recs])
+            ts = applied.max_ts_ns
             if ts is not None and (last_ts is None or ts > last_ts):
                 last_ts = ts
-            self._sender.extend(changelog, partition, keys, values)
-            saved.append((owned, keys, states, values))
+            self._sender.extend(changelog, tp.partition, applied.keys, applied.values)
+            saved.append((owned, applied))
             commit[tp] = recs[-1].offset + 1
-            total += count
+            total += applied.entries
         sent = await self._sender.flush()
         last_offsets: dict[int, int] = {}
         for b in sent:
             last_offsets[b.partition] = max(last_offsets.get(b.partition, -1), b.last_offset)
-        for owned, keys, states, values in saved:
-            if keys:
-                owned.store.save(keys, states, values, last_offsets[owned.partition])
+        for owned, applied in saved:
+            if applied.keys:
+                owned.store.save(applied.keys, applied.values, last_offsets[owned.partition])
             owned.settled = True
             owned.store.maybe_flush(owned.snapshot())
         stats = self._stats
@@ -220,110 +221,6 @@ class StateProcessor:
         stats.processed.labels("state").inc(total)
         stats.batch_duration.labels("state").observe(time.perf_counter() - started)
         return commit
-
-    def _apply(
-        self, owned: OwnedPartition, recs: list[ConsumerRecord]
-    ) -> tuple[list[bytes], list[State], list[bytes], int | None, int]:
-        """Apply records to their states in place.
-
-        Returns the touched states with their store keys and encoded values, the max accepted event
-        time and the number of entries. One pass in offset order: a user's state is loaded (and its
-        old contribution taken out of the totals) at its first entry in the batch; its new
-        contribution is put back once, after the batch, so every touched state is loaded, updated
-        and written exactly once per batch. (Grouping the entries by user first, to do each user's
-        work in one go, measured no faster: more instructions and more cache misses.) Outcomes are
-        counted as they are given (a replay gets none).
-        """
-        self._version += 1  # the totals change below
-        totals = owned.totals
-        load, add_adoption = owned.store.load, totals.add_adoption
-        types = records.EVENT_TYPES
-        accepted = Outcome.ACCEPTED
-        users: dict[str, UserState] = {}
-        keys: list[bytes] = []
-        invalid: list[records.Entry] = []
-        max_ts = -1 << 127
-        count = n_accepted = n_duplicate = n_future = 0
-        for rec in recs:
-            entries = records.unpack(rec.key, rec.value)
-            count += len(entries)
-            for entry in entries:
-                user_id = entry[3]
-                if user_id is None:  # an invalid message, counted per input partition
-                    invalid.append(entry)
-                    continue
-                user = users.get(user_id)
-                if user is None:  # first touch in this batch: its old contribution leaves the totals
-                    key = USER_PREFIX + user_id.encode()  # user_key()
-                    user = load(key)
-                    if user is None:
-                        user = UserState()
-                    else:
-                        add_adoption(user, -1)
-                    users[user_id] = user
-                    keys.append(key)
-                src_partition, src_offset = entry[0], entry[1]
-                last = user.sources.get(src_partition)  # UserState.is_replay()
-                if last is not None and src_offset <= last:
-                    continue
-                if len(entry) == 5:  # a future message of this user
-                    user.reject_future(src_partition, src_offset)
-                    n_future += 1
-                    continue
-                _, _, arrival_ms, _, event_id, tcode, feature, ts_ns, cohort = entry
-                if (
-                    user.apply_fields(
-                        event_id, types[tcode], feature, ts_ns, cohort, arrival_ms, src_partition, src_offset
-                    )
-                    is accepted
-                ):
-                    n_accepted += 1
-                    if ts_ns > max_ts:
-                        max_ts = ts_ns
-                else:
-                    n_duplicate += 1
-        states: list[State] = list(users.values())  # in first-touch order, like keys
-        values: list[bytes] = []
-        for user in states:
-            if len(user.seen) > 1:  # type: ignore[union-attr]
-                user.prune_seen()  # type: ignore[union-attr]
-            add_adoption(user)  # type: ignore[arg-type]
-            values.append(user.encode())
-        outcomes = totals.outcomes
-        outcomes["accepted"] += n_accepted
-        outcomes["duplicate"] += n_duplicate
-        if n_future:
-            outcomes["future"] += n_future
-        if invalid:
-            self._apply_invalid(owned, invalid, keys, states, values)
-        return keys, states, values, None if max_ts == -1 << 127 else max_ts, count
-
-    @staticmethod
-    def _apply_invalid(
-        owned: OwnedPartition,
-        entries: list[records.Entry],
-        keys: list[bytes],
-        states: list[State],
-        values: list[bytes],
-    ) -> None:
-        load, totals = owned.store.load, owned.totals
-        sources: dict[bytes, SourceOutcomes] = {}
-        for src_partition, src_offset, _, _, code in entries:
-            key = source_key(src_partition)
-            source = sources.get(key)
-            if source is None:  # its old contribution leaves the totals
-                source = load(key)
-                if source is None:
-                    source = SourceOutcomes()
-                else:
-                    totals.add_source(source, -1)  # type: ignore[arg-type]
-                sources[key] = source  # type: ignore[assignment]
-            source.apply(records.REJECTED[code], src_offset)
-        for key, source in sources.items():
-            totals.add_source(source)
-            keys.append(key)
-            states.append(source)
-            values.append(source.encode())
 
     def partition_totals(self) -> list[AdoptionTotals]:
         """The totals of every owned partition (what `merged_totals` adds up); read only."""
@@ -345,6 +242,110 @@ class StateProcessor:
         return merged
 
 
+@dataclass(slots=True)
+class AppliedBatch:
+    """What applying by-user records produced: the changelog records to write, in order."""
+
+    keys: list[bytes]
+    values: list[bytes | None]  # None: a deletion (a tombstone in the changelog)
+    entries: int  # entries applied or recognised as replays
+    max_ts_ns: int | None  # latest event time among the accepted events
+
+
+def apply_batch(
+    store: PartitionStore, totals: AdoptionTotals, values: Iterable[tuple[bytes | None, bytes]]
+) -> AppliedBatch:
+    """Apply by-user records (key, value) of one partition: the state stage without its I/O.
+
+    Reads states from `store` (not written: the caller saves the returned records once the changelog
+    has them) and keeps `totals` exact. One pass in record order: a user's state is loaded, and its
+    old contribution taken out of the totals, at its first entry; its new contribution is put back
+    once, after the batch, so every touched state is loaded, updated and written exactly once.
+    (Grouping the entries by user first measured no faster: more instructions and more cache
+    misses.) Outcomes are counted as they are given; a replay gets none.
+    """
+    load, add_adoption = store.load, totals.add_adoption
+    users: dict[str, UserState] = {}
+    keys: list[bytes] = []
+    invalid: list[InvalidEntry] = []
+    max_ts = None
+    count = n_accepted = n_duplicate = n_future = 0
+    for key, value in values:
+        entries = records.unpack(key, value)
+        count += len(entries)
+        for entry in entries:
+            if type(entry) is InvalidEntry:
+                invalid.append(entry)
+                continue
+            user_id = entry.user_id
+            user = users.get(user_id)
+            if user is None:  # first touch in this batch: its old contribution leaves the totals
+                skey = user_key(user_id)
+                user = load(skey)
+                if user is None:
+                    user = UserState()
+                else:
+                    add_adoption(user, -1)
+                users[user_id] = user
+                keys.append(skey)
+            outcome = user.apply(entry)
+            if outcome is _ACCEPTED:
+                n_accepted += 1
+                ts = entry.ts_ns
+                if max_ts is None or ts > max_ts:
+                    max_ts = ts
+            elif outcome is _DUPLICATE:
+                n_duplicate += 1
+            elif outcome is _FUTURE:
+                n_future += 1
+    out: list[bytes | None] = []
+    for user in users.values():
+        user.prune_seen()
+        add_adoption(user)
+        out.append(user.encode())
+    outcomes = totals.outcomes
+    outcomes["accepted"] += n_accepted
+    outcomes["duplicate"] += n_duplicate
+    if n_future:
+        outcomes["future"] += n_future
+    if invalid:
+        _apply_invalid(store, totals, invalid, keys, out)
+    return AppliedBatch(keys, out, count, max_ts)
+
+
+def _apply_invalid(
+    store: PartitionStore,
+    totals: AdoptionTotals,
+    entries: list[InvalidEntry],
+    keys: list[bytes],
+    values: list[bytes | None],
+) -> None:
+    sources: dict[bytes, SourceOutcomes] = {}
+    for entry in entries:
+        key = source_key(entry.src_partition)
+        source = sources.get(key)
+        if source is None:  # its old contribution leaves the totals
+            source = store.load(key)  # type: ignore[assignment]
+            if source is None:
+                source = SourceOutcomes()
+            else:
+                totals.add_source(source, -1)
+            sources[key] = source
+        source.apply(entry)
+    for key, source in sources.items():
+        totals.add_source(source)
+        keys.append(key)
+        values.append(source.encode())
+
+
+def derive_totals(store: PartitionStore) -> AdoptionTotals:
+    """The totals of every state in `store`, from scratch (an assignment without a usable snapshot)."""
+    totals = AdoptionTotals()
+    for key, state in store.summaries():
+        _add_stored(totals, key, state)
+    return totals
+
+
 def _snapshot_of(partition: int, store: PartitionStore) -> AdoptionTotals | None:
     """The totals of `store`'s states from its snapshot, or None: they are derived from the states."""
     try:
@@ -360,13 +361,16 @@ def _snapshot_of(partition: int, store: PartitionStore) -> AdoptionTotals | None
     return totals
 
 
-def replace_in_totals(totals: AdoptionTotals, store: PartitionStore, values: dict[bytes, bytes]) -> None:
+def replace_in_totals(
+    totals: AdoptionTotals, store: PartitionStore, values: dict[bytes, bytes | None]
+) -> None:
     """Update the totals of `store`'s states for `values` about to overwrite them (a changelog tail)."""
     for key, value in values.items():
         old = store.load(key)
         if old is not None:
             _add_stored(totals, key, old, -1)
-        _add_stored(totals, key, decode_for_totals(key, value))
+        if value is not None:
+            _add_stored(totals, key, decode_for_totals(key, value))
 
 
 def _add_stored(totals: AdoptionTotals, key: bytes, state: State | UserSummary, sign: int = 1) -> None:

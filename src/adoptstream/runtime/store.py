@@ -65,11 +65,10 @@ class PartitionStore(Protocol):
 
     def load(self, key: bytes) -> State | None: ...
 
-    def save(
-        self, keys: list[bytes], states: list[State], values: list[bytes], changelog_offset: int
-    ) -> None: ...
+    def save(self, keys: list[bytes], values: list[bytes | None], changelog_offset: int) -> None:
+        """Write `values[i]` at `keys[i]` (None: delete it) with the changelog offset they reflect."""
 
-    def save_raw(self, values: dict[bytes, bytes], changelog_offset: int) -> None: ...
+    def save_raw(self, values: dict[bytes, bytes | None], changelog_offset: int) -> None: ...
 
     def states(self) -> Iterator[tuple[bytes, State]]: ...
 
@@ -85,34 +84,40 @@ class PartitionStore(Protocol):
 
 
 class MemoryStore:
-    """Decoded states in a dict: fastest, rebuilt from the changelog on every assignment."""
+    """Encoded states in a dict, like RocksDB holds them: rebuilt from the changelog on every assignment."""
 
     def __init__(self) -> None:
-        self._data: dict[bytes, State] = {}
+        self._data: dict[bytes, bytes] = {}
         self.changelog_offset = -1
 
     def load(self, key: bytes) -> State | None:
-        return self._data.get(key)
+        value = self._data.get(key)
+        return None if value is None else decode_state(key, value)
 
-    def save(
-        self, keys: list[bytes], states: list[State], values: list[bytes], changelog_offset: int
-    ) -> None:
-        self._data.update(zip(keys, states, strict=True))
+    def save(self, keys: list[bytes], values: list[bytes | None], changelog_offset: int) -> None:
+        data = self._data
+        for key, value in zip(keys, values, strict=True):
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
         self.changelog_offset = changelog_offset
 
-    def save_raw(self, values: dict[bytes, bytes], changelog_offset: int) -> None:
-        for key, value in values.items():
-            self._data[key] = decode_state(key, value)
-        self.changelog_offset = changelog_offset
+    def save_raw(self, values: dict[bytes, bytes | None], changelog_offset: int) -> None:
+        self.save(list(values), list(values.values()), changelog_offset)
 
     def states(self) -> Iterator[tuple[bytes, State]]:
-        yield from self._data.items()
+        return ((key, decode_state(key, value)) for key, value in list(self._data.items()))
 
     def summaries(self) -> Iterator[tuple[bytes, State | UserSummary]]:
-        yield from self._data.items()
+        return ((key, decode_for_totals(key, value)) for key, value in list(self._data.items()))
+
+    def encoded(self) -> dict[bytes, bytes]:
+        """Every stored value as it is (what a restart from the changelog would read)."""
+        return dict(self._data)
 
     def totals_snapshot(self) -> bytes | None:
-        return None  # restored states are decoded anyway: the totals are derived from them after
+        return None  # nothing survives the process: the totals are derived from the states
 
     def wipe(self) -> None:
         self._data.clear()
@@ -184,22 +189,23 @@ class RocksStore:
         raw = self._db.get(key)
         return None if raw is None else decode_state(key, raw)
 
-    def save(
-        self, keys: list[bytes], states: list[State], values: list[bytes], changelog_offset: int
-    ) -> None:
+    def save(self, keys: list[bytes], values: list[bytes | None], changelog_offset: int) -> None:
         self._write(zip(keys, values, strict=True), changelog_offset)
 
-    def save_raw(self, values: dict[bytes, bytes], changelog_offset: int) -> None:
+    def save_raw(self, values: dict[bytes, bytes | None], changelog_offset: int) -> None:
         self._write(values.items(), changelog_offset)
 
-    def _write(self, values: Iterable[tuple[bytes, bytes]], changelog_offset: int) -> None:
-        """Values and the changelog offset they reflect, in one atomic batch."""
+    def _write(self, values: Iterable[tuple[bytes, bytes | None]], changelog_offset: int) -> None:
+        """Values (None: a deletion) and the changelog offset they reflect, in one atomic batch."""
         from rocksdict import WriteBatch
 
         batch = WriteBatch(raw_mode=True)
-        put = batch.put
+        put, delete = batch.put, batch.delete
         for key, value in values:
-            put(key, value)
+            if value is None:
+                delete(key)
+            else:
+                put(key, value)
         put(_OFFSET_KEY, str(changelog_offset).encode())
         self._db.write(batch, self._write_options)
         self.changelog_offset = changelog_offset

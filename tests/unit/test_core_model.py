@@ -10,17 +10,14 @@ the numbers: order, replays, crash + restore, partitioning by user, incremental 
 from __future__ import annotations
 
 import json
-import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pipeline import Pipeline, assert_samples, coords_of, scrape
-
-from adoptstream.core.totals import AdoptionTotals
+from pipeline import assert_samples, check_all_variants, check_clock_moves, run, scrape
 
 NS = 1_000_000_000
 MS = 1_000_000
@@ -261,85 +258,6 @@ def scenarios(draw: st.DrawFn, identical_duplicates: bool, max_size: int = 40) -
     )
 
 
-# -- the implementation: the real stages, driven like the runtime drives them ----------------------------
-
-
-def flat(totals: AdoptionTotals) -> AdoptionTotals:
-    return AdoptionTotals.decode(totals.encode())  # zero counts dropped: comparable
-
-
-def run(
-    sc: Scenario, raws: Sequence[bytes | None], *, n_parts: int = 1, batch: int = 1, src_of=None
-) -> Pipeline:
-    pipe = Pipeline(n_parts)
-    pipe.ingest(coords_of(src_of if src_of is not None else [0] * len(raws)), raws, sc.now_ns, batch)
-    pipe.process(batch)
-    return pipe
-
-
-def check_all_variants(sc: Scenario, *, order_free: bool) -> None:
-    arrivals = list(enumerate(sc.raws))
-    expected = model.expected_samples(arrivals, sc.now_ns, sc.scrape_ns)
-    T = sc.scrape_ns
-
-    # (a) the given order, one input partition, one by-user partition, message by message
-    pipe = run(sc, sc.raws)
-    assert_samples(scrape(pipe.merged(), T), expected, "(a) given order")
-    # (f) incremental totals (remove / apply / add) == derived from the stored states == model
-    assert flat(pipe.derived()) == flat(pipe.merged())
-    assert_samples(scrape(pipe.derived(), T), expected, "(f) derived")
-
-    # (b) shuffled order (order-free only when duplicates carry identical content)
-    if order_free:
-        shuffled = [sc.raws[i] for i in sc.perm]
-        assert model.expected_samples(list(enumerate(shuffled)), sc.now_ns, T) == expected
-        pipe_b = run(sc, shuffled, n_parts=sc.n_parts, src_of=[sc.src_of[i] for i in sc.perm], batch=sc.batch)
-        assert_samples(scrape(pipe_b.merged(), T), expected, "(b) shuffled")
-
-    # (c) every message delivered again with its source coordinates: nothing counts twice
-    coords = coords_of(sc.src_of)
-    pipe_c = Pipeline(sc.n_parts)
-    pipe_c.ingest(coords, sc.raws, sc.now_ns, sc.batch)
-    pipe_c.process(sc.batch)
-    before = flat(pipe_c.merged())
-    pipe_c.ingest(coords, sc.raws, sc.now_ns, sc.batch)  # a full re-delivery of the input (ingest crash)
-    pipe_c.process(sc.batch)
-    for part in pipe_c.parts:  # and of the by-user topic (state stage crash before its commit)
-        part.applied = 0
-        part.process(batch=sc.batch)
-    assert flat(pipe_c.merged()) == before
-    assert_samples(scrape(pipe_c.merged(), T), expected, "(c) replayed")
-
-    # (d) split across by-user partitions, several input partitions, batches: merged totals
-    pipe_d = run(sc, sc.raws, n_parts=sc.n_parts, batch=sc.batch, src_of=sc.src_of)
-    assert_samples(scrape(pipe_d.merged(), T), expected, "(d) partitioned")
-    assert flat(pipe_d.derived()) == flat(pipe_d.merged())
-
-    # (e) crashes: the state stage loses its local work at a random point and restarts from what
-    # survived, then reads the by-user topic again from its last commit
-    rng = random.Random(sc.rng_seed)
-    pipe_e = Pipeline(sc.n_parts)
-    pipe_e.ingest(coords, sc.raws, sc.now_ns, sc.batch)
-    for part in pipe_e.parts:
-        n = len(part.by_user)
-        s = rng.randint(0, n)
-        part.process(s, sc.batch)
-        store, written, snapshot = part.store.encoded(), len(part.changelog), part.totals.encode()
-        part.process(rng.randint(s, n), sc.batch)
-        committed = rng.randint(0, s)
-        how = rng.randrange(3)
-        if how == 0:  # changelog records after s never acknowledged: the store of s, totals derived
-            part.crash_and_restore(store, written, committed)
-        elif how == 1:  # everything acknowledged, commits lost: the store restored from the changelog
-            part.crash_and_restore(part.store.encoded(), len(part.changelog), committed)
-        else:  # the disk kept the store of s with its totals snapshot: the changelog tail brought along
-            part.restore_from_changelog(snapshot, written, store)
-            part.applied = rng.randint(0, part.applied)
-        part.process(batch=sc.batch)
-    assert_samples(scrape(pipe_e.merged(), T), expected, "(e) crash + restore")
-    assert flat(pipe_e.derived()) == flat(pipe_e.merged())
-
-
 @examples(100)
 @given(scenarios(identical_duplicates=True))
 def test_core_equals_model_order_free(sc: Scenario) -> None:
@@ -364,7 +282,13 @@ def test_scrape_time_moves_windows_only(sc: Scenario, hours_later: int) -> None:
         sc.scrape_ns + hours_later * DAY - 1,
         sc.scrape_ns + 31 * DAY,
     ):
-        assert_samples(scrape(pipe.merged(), t), model.expected_samples(arrivals, sc.now_ns, t), f"T={t}")
+        assert_samples(scrape(pipe.totals(), t), model.expected_samples(arrivals, sc.now_ns, t), f"T={t}")
+
+
+@examples(30)
+@given(scenarios(identical_duplicates=True, max_size=20))
+def test_clocks_crossing_midnight(sc: Scenario) -> None:
+    check_clock_moves(sc)
 
 
 # -- targeted scenarios (readable, and proof that the generators reach the edges) ---------------------

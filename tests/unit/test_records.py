@@ -44,7 +44,7 @@ def test_entries_have_names_and_compact_bytes() -> None:
     assert orjson.loads(value) == [
         records.PACK_VERSION,
         [
-            [0, 3, 7, 9, "alice", "e1", "use", "search", EVENT.ts_ns, "wave-1"],
+            [0, 3, 7, 9, "alice", "e1", "use", "search", EVENT.ts_ns, "wave-1", None, None, None],
             [1, 1, 2, 3, "bob"],
             [2, 1, 4, 3],
         ],

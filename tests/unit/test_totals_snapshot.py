@@ -19,21 +19,33 @@ HOUR_NS = 3_600 * 10**9
 T0 = 1_717_200_000 * 10**9
 
 _event = st.tuples(
-    st.sampled_from(["signup", "exposure", "use"]),
-    st.sampled_from(["search", "export", "dark-mode"]),
+    st.sampled_from(["signup", "exposure", "use", "use", "feedback"]),
+    st.sampled_from(["search", "export", "dark-mode", None]),
     st.one_of(
         st.integers(-5 * HOUR_NS, 40 * 24 * HOUR_NS),  # spans hours, days and every TTFU bucket
-        st.just(-(2**70)),  # before 1677: beyond 64 bits, so the state is stored as a wide blob
+        st.integers(-100 * 24 * HOUR_NS, 0),  # dates of use further back than a state keeps
+        st.just(-(2**70)),  # before 1677: beyond 64 bits
     ),
     st.sampled_from([None, "wave-1", "wave-2"]),
+    st.one_of(st.none(), st.sampled_from([0, 500, 501, 3_600_001, 86_400_000])),
+    st.tuples(st.sampled_from(["nps", "csat", "ces"]), st.integers(1, 5)),
 )
 
 
 @st.composite
 def users(draw: st.DrawFn) -> UserState:
     user = UserState()
-    for i, (etype, feature, dt, cohort) in enumerate(draw(st.lists(_event, max_size=6))):
-        user.apply(EventEntry(0, i, 0, "u", f"e{i}", etype, feature, T0 + dt, cohort))
+    for i, (etype, feature, dt, cohort, duration, (scale, score)) in enumerate(
+        draw(st.lists(_event, max_size=8))
+    ):
+        if etype in ("exposure", "use") and feature is None:
+            feature = "search"
+        entry = EventEntry(0, i, 0, "u", f"e{i}", etype, feature, T0 + dt, cohort)
+        if etype == "use":
+            entry.duration_ms = duration
+        elif etype == "feedback":
+            entry.scale, entry.score = scale, score
+        user.apply(entry)
     return user
 
 
@@ -67,7 +79,7 @@ def test_a_summary_contributes_what_the_whole_state_does(user: UserState) -> Non
 
 def test_a_summary_refuses_another_state_version() -> None:
     with pytest.raises(ValueError, match="version"):
-        decode_summary(b"[3,null,null,0,0,{},{},{},0]")
+        decode_summary(b"[3,null,null,0,0,{},{},{},0,[],{}]")
 
 
 def test_ttfu_sums_beyond_64_bits_survive() -> None:
@@ -79,6 +91,8 @@ def test_ttfu_sums_beyond_64_bits_survive() -> None:
 def test_unknown_version_is_refused() -> None:
     with pytest.raises(ValueError, match="version"):
         AdoptionTotals.decode(b"[9,{},{},[],[],[],[],{}]")
+    with pytest.raises(ValueError, match="version"):  # a snapshot of version 1: the totals are derived
+        AdoptionTotals.decode(b"[1,{},{},[],[],[],[],{}]")
 
 
 State = UserState | SourceOutcomes

@@ -21,10 +21,13 @@ class EventEntry(msgspec.Struct, array_like=True, gc=False, tag=0, tag_field="ki
     arrival_ms: int
     user_id: str
     event_id: str
-    type: str  # signup | exposure | use
+    type: str  # signup | exposure | use | feedback
     feature: str | None
     ts_ns: int
     cohort: str | None
+    duration_ms: int | None = None  # use only
+    scale: str | None = None  # feedback only
+    score: int | None = None  # feedback only
 
 
 class FutureEntry(msgspec.Struct, array_like=True, gc=False, tag=1, tag_field="kind"):
@@ -60,4 +63,7 @@ def event_entry(event: Event, src_partition: int, src_offset: int, arrival_ms: i
         event.feature,
         event.ts_ns,
         event.cohort,
+        event.duration_ms,
+        event.scale,
+        event.score,
     )

@@ -6,9 +6,16 @@ Replays of by-user entries are recognised by their source coordinates (input par
 
 States are msgspec structs encoded as JSON arrays (`array_like`): named in code, compact on disk and
 in the changelog. A user state starts with its version.
+
+Dates are UTC calendar dates as days since 1970-01-01 (`ts_ns // DAY_NS`). Of the dates of use a
+state keeps those from `USE_DAYS_KEPT` days before its latest one: every calendar period ends at
+most one day before an event's date (an event dated after D counts as dated D), so older dates
+matter only as "there was an earlier use", which the earliest use (kept exactly) tells.
 """
 
 from __future__ import annotations
+
+from bisect import bisect_left
 
 import msgspec
 
@@ -18,6 +25,24 @@ from adoptstream.core.events import Outcome
 
 DEDUP_WINDOW_MS = 25 * 3_600_000  # contract: at least 24 h of arrivals; one hour of slack
 STATE_VERSION = 2
+DAY_NS = 86_400 * 1_000_000_000
+# the previous period of `30d` starts 59 days before D, D is at most one day before the latest date
+# of use: dates older than the latest minus 61 tell nothing an earliest use does not (one day slack)
+USE_DAYS_KEPT = 61
+# task-duration buckets of CONTRACT 3.3, in ms (le: 0.5 s ... 3600 s, then +Inf)
+TASK_BUCKETS_MS: tuple[int, ...] = (
+    500,
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    30_000,
+    60_000,
+    120_000,
+    300_000,
+    900_000,
+    3_600_000,
+)
 _ACCEPTED, _DUPLICATE, _FUTURE = Outcome.ACCEPTED, Outcome.DUPLICATE, Outcome.FUTURE
 
 
@@ -32,6 +57,26 @@ def _cohort_key(cohort: str | None) -> tuple[bool, str]:
     return (cohort is None, cohort or "")
 
 
+class Answer(msgspec.Struct, array_like=True, gc=False):
+    """The latest survey answer on one scale (of two with the same ts, the lower score)."""
+
+    ts_ns: int
+    score: int
+
+
+class TaskTimes(msgspec.Struct, array_like=True, gc=False):
+    """Task durations of one user's uses of one feature: bucket counts (sparse) and the exact sum."""
+
+    sum_ms: int = 0
+    counts: dict[int, int] = {}  # bucket index (TASK_BUCKETS_MS, len() for +Inf) -> uses
+
+    def observe(self, duration_ms: int) -> None:
+        bucket = bisect_left(TASK_BUCKETS_MS, duration_ms)  # le is inclusive
+        counts = self.counts
+        counts[bucket] = counts.get(bucket, 0) + 1
+        self.sum_ms += duration_ms
+
+
 class FeatureState(msgspec.Struct, array_like=True, gc=False):
     """One user's history with one feature."""
 
@@ -40,6 +85,29 @@ class FeatureState(msgspec.Struct, array_like=True, gc=False):
     first_use_ns: int | None = None
     last_use_ns: int | None = None
     uses: int = 0
+    use_days: list[int] = []  # distinct dates of use, ascending, from the latest minus USE_DAYS_KEPT
+    task_times: TaskTimes | None = None  # of the uses that carry duration_ms
+    answers: dict[str, Answer] = {}  # scale -> latest answer about this feature
+
+
+def add_use_day(days: list[int], day: int) -> None:
+    """Add a date of use to an ascending list of distinct dates, keeping those within USE_DAYS_KEPT
+    of the latest."""
+    if not days or day > days[-1]:
+        days.append(day)
+        if days[0] < day - USE_DAYS_KEPT:
+            del days[: bisect_left(days, day - USE_DAYS_KEPT)]
+    elif day != days[-1] and day >= days[-1] - USE_DAYS_KEPT:
+        i = bisect_left(days, day)
+        if days[i] != day:
+            days.insert(i, day)
+
+
+def add_answer(answers: dict[str, Answer], scale: str, ts: int, score: int) -> None:
+    """Keep the latest answer per scale; of two with the same ts, the lower score (order-free)."""
+    current = answers.get(scale)
+    if current is None or ts > current.ts_ns or (ts == current.ts_ns and score < current.score):
+        answers[scale] = Answer(ts, score)
 
 
 class UserState(msgspec.Struct, array_like=True, gc=False):
@@ -54,6 +122,8 @@ class UserState(msgspec.Struct, array_like=True, gc=False):
     seen: dict[str, int] = {}  # event_id -> arrival ms, for the dedup window
     sources: dict[int, int] = {}  # input partition -> last offset applied
     future: int = 0  # messages of this user rejected as too far ahead of the clock
+    use_days: list[int] = []  # distinct dates of use of any feature (as FeatureState.use_days)
+    answers: dict[str, Answer] = {}  # scale -> latest answer about anything
 
     def apply(self, entry: EventEntry | FutureEntry) -> Outcome | None:
         """Apply one by-user entry of this user: its outcome, or None for a replay (already applied).
@@ -85,23 +155,50 @@ class UserState(msgspec.Struct, array_like=True, gc=False):
             return _ACCEPTED
         features = self.features
         feature = entry.feature  # type: ignore[union-attr]
-        fs = features.get(feature)  # type: ignore[arg-type]
         if etype == "use":
+            day = ts // DAY_NS
+            duration = entry.duration_ms  # type: ignore[union-attr]
+            fs = features.get(feature)  # type: ignore[arg-type]
             if fs is None:
-                features[feature] = FeatureState(None, None, ts, ts, 1)  # type: ignore[index]
-                return _ACCEPTED
-            fs.uses += 1
-            first = fs.first_use_ns
-            if first is None:
-                fs.first_use_ns = fs.last_use_ns = ts
-            elif ts < first:
-                fs.first_use_ns = ts
-            elif ts > fs.last_use_ns:  # type: ignore[operator]
-                fs.last_use_ns = ts
-        elif fs is None:  # exposure
-            features[feature] = FeatureState(ts, cohort)  # type: ignore[index]
-        elif _earlier(ts, cohort, fs.exposure_ns, fs.exposure_cohort):
-            fs.exposure_ns, fs.exposure_cohort = ts, cohort
+                fs = features[feature] = FeatureState(None, None, ts, ts, 1, [day])  # type: ignore[index]
+            else:
+                fs.uses += 1
+                first = fs.first_use_ns
+                if first is None:
+                    fs.first_use_ns = fs.last_use_ns = ts
+                elif ts < first:
+                    fs.first_use_ns = ts
+                elif ts > fs.last_use_ns:  # type: ignore[operator]
+                    fs.last_use_ns = ts
+                days = fs.use_days
+                if not days or days[-1] != day:  # most uses fall on the latest date
+                    add_use_day(days, day)
+            days = self.use_days
+            if not days:
+                days.append(day)
+            elif days[-1] != day:
+                add_use_day(days, day)
+            if duration is not None:
+                times = fs.task_times
+                if times is None:
+                    times = fs.task_times = TaskTimes()
+                times.observe(duration)
+            return _ACCEPTED
+        if etype == "exposure":
+            fs = features.get(feature)  # type: ignore[arg-type]
+            if fs is None:
+                features[feature] = FeatureState(ts, cohort)  # type: ignore[index]
+            elif _earlier(ts, cohort, fs.exposure_ns, fs.exposure_cohort):
+                fs.exposure_ns, fs.exposure_cohort = ts, cohort
+            return _ACCEPTED
+        # feedback: about the feature, if it names one, and about anything ('*')
+        scale, score = entry.scale, entry.score  # type: ignore[union-attr]
+        if feature is not None:
+            fs = features.get(feature)
+            if fs is None:
+                fs = features[feature] = FeatureState()
+            add_answer(fs.answers, scale, ts, score)  # type: ignore[arg-type]
+        add_answer(self.answers, scale, ts, score)  # type: ignore[arg-type]
         return _ACCEPTED
 
     def prune_seen(self, window_ms: int = DEDUP_WINDOW_MS) -> None:
@@ -130,11 +227,17 @@ class UserState(msgspec.Struct, array_like=True, gc=False):
 
 
 def _migrate_v1(data: bytes) -> UserState:
-    """A state of version 1 (positional lists, sources as pairs; wide integers as a `J` blob)."""
+    """A state of version 1 (positional lists, sources as pairs; wide integers as a `J` blob).
+
+    Version 1 kept no dates of use, durations or answers (it had no v2 events). A migrated state
+    knows the dates of its earliest and latest use of each feature (from their times) but not the
+    dates in between: until the user's later uses fill them in, its active-days counts, and whether
+    it is returning or resurrecting, see only those two dates of its history before the upgrade.
+    """
     version, signup_ns, signup_cohort, accepted, duplicates, features, seen, sources, *rest = loads(data)
     if version != 1:
         raise ValueError(f"unknown user state version {version}")
-    return UserState(
+    user = UserState(
         STATE_VERSION,
         signup_ns,
         signup_cohort,
@@ -145,6 +248,12 @@ def _migrate_v1(data: bytes) -> UserState:
         dict(sources),
         rest[0] if rest else 0,
     )
+    for fs in user.features.values():
+        if fs.first_use_ns is not None:
+            for ts in (fs.first_use_ns, fs.last_use_ns):
+                add_use_day(fs.use_days, ts // DAY_NS)  # type: ignore[operator]
+                add_use_day(user.use_days, ts // DAY_NS)  # type: ignore[operator]
+    return user
 
 
 class UserSummary(msgspec.Struct, array_like=True, gc=False):
@@ -163,6 +272,8 @@ class UserSummary(msgspec.Struct, array_like=True, gc=False):
     seen: msgspec.Raw
     sources: msgspec.Raw
     future: int = 0
+    use_days: list[int] = []
+    answers: dict[str, Answer] = {}
 
 
 _encode = msgspec.json.Encoder().encode

@@ -81,6 +81,9 @@ def route(messages: Iterable[ConsumerRecord], by_user_partitions: int, now_ns: i
                     event.feature,
                     event.ts_ns,
                     event.cohort,
+                    event.duration_ms,
+                    event.scale,
+                    event.score,
                 )
             partition = partition_of(user_id, n)
         pack = by_user.get(partition)

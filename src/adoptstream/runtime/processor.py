@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from adoptstream.core.entries import InvalidEntry
 from adoptstream.core.events import Outcome
-from adoptstream.core.state import SourceOutcomes, UserState, UserSummary
+from adoptstream.core.state import DAY_NS, SourceOutcomes, UserState, UserSummary
 from adoptstream.core.totals import AdoptionTotals
 from adoptstream.runtime import records
 from adoptstream.runtime.config import WorkerConfig
@@ -34,7 +34,6 @@ from adoptstream.runtime.store import (
     decode_for_totals,
     open_store,
     source_key,
-    user_key,
 )
 
 log = logging.getLogger(__name__)
@@ -59,14 +58,35 @@ class OwnedPartition:
 class StateProcessor:
     """Owns the state of the assigned by-user partitions."""
 
-    def __init__(self, config: WorkerConfig, sender: BatchSender, stats: WorkerStats) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        sender: BatchSender,
+        stats: WorkerStats,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
         self._config = config
         self._sender = sender
         self._stats = stats
+        self._clock_ns = clock_ns
         self.owned: dict[int, OwnedPartition] = {}
         self.restoring = False
         self._version = 0  # bumped whenever any owned totals may change
         self._merged: tuple[int, AdoptionTotals] | None = None
+        self._today = clock_ns() // DAY_NS
+
+    def _turn_of_day(self) -> None:
+        """At a new UTC date, drop from every partition's totals what no period reaches any more.
+
+        The periods themselves move on at scrape time (the totals are keyed by date): this only keeps
+        the date-keyed counts bounded, and costs a pass over them, not over the users.
+        """
+        today = self._clock_ns() // DAY_NS
+        if today != self._today:
+            self._today = today
+            for owned in self.owned.values():
+                owned.totals.advance(today)
+            self._version += 1
 
     # -- assignment -------------------------------------------------------------------------------
 
@@ -75,6 +95,7 @@ class StateProcessor:
         new = [p for p in sorted(partitions) if p not in self.owned]
         if not new:
             return
+        self._turn_of_day()
         self.restoring = True
         started = time.perf_counter()
         try:
@@ -84,7 +105,9 @@ class StateProcessor:
             for p, store in stores.items():
                 totals = snapshots.get(p)
                 if totals is None:
-                    totals = derive_totals(store)
+                    totals = derive_totals(store, self._today)
+                else:
+                    totals.advance(self._today)
                 self.owned[p] = OwnedPartition(p, store, totals)
                 self._version += 1
         finally:
@@ -105,6 +128,7 @@ class StateProcessor:
 
     def idle(self) -> None:
         """Nothing to process: let the stores do their periodic work (RocksDB memtable flushes)."""
+        self._turn_of_day()
         for owned in self.owned.values():
             owned.store.maybe_flush(owned.snapshot(), idle=True)
 
@@ -187,6 +211,7 @@ class StateProcessor:
     async def process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> dict[TopicPartition, int]:
         """Apply one batch; return the by-user offsets that are now safe to commit."""
         started = time.perf_counter()
+        self._turn_of_day()
         changelog = self._config.changelog_topic
         saved: list[tuple[OwnedPartition, AppliedBatch]] = []
         commit: dict[TopicPartition, int] = {}
@@ -227,17 +252,19 @@ class StateProcessor:
         return [owned.totals for owned in list(self.owned.values())]
 
     def merged_totals(self) -> AdoptionTotals:
-        """The totals of every owned partition, added up (what this worker exports); read only.
+        """The section 2 totals of every owned partition, added up (what this worker exports); read only.
 
-        Cached until the next batch or assignment change: the scrapes between two batches share one
-        merge, which with a month of hourly active-user buckets is most of a scrape's cost.
+        Section 3 is left out: its collector sums each partition's own live answers, where a merge
+        would have to compute them again from every date-keyed count. Cached until the next batch,
+        day turn or assignment change: the scrapes between two batches share one merge, which with a
+        month of hourly active-user buckets is most of a scrape's cost.
         """
         cached = self._merged
         if cached is not None and cached[0] == self._version:
             return cached[1]
         merged = AdoptionTotals()
         for owned in list(self.owned.values()):
-            merged.merge(owned.totals)
+            merged.merge(owned.totals, section_3=False)
         self._merged = (self._version, merged)
         return merged
 
@@ -280,7 +307,7 @@ def apply_batch(
             user_id = entry.user_id
             user = users.get(user_id)
             if user is None:  # first touch in this batch: its old contribution leaves the totals
-                skey = user_key(user_id)
+                skey = USER_PREFIX + user_id.encode()  # user_key(), written out: once per user
                 user = load(skey)
                 if user is None:
                     user = UserState()
@@ -300,7 +327,8 @@ def apply_batch(
                 n_future += 1
     out: list[bytes | None] = []
     for user in users.values():
-        user.prune_seen()
+        if len(user.seen) > 1:  # prune_seen() has nothing to do otherwise
+            user.prune_seen()
         add_adoption(user)
         out.append(user.encode())
     outcomes = totals.outcomes
@@ -338,9 +366,12 @@ def _apply_invalid(
         values.append(source.encode())
 
 
-def derive_totals(store: PartitionStore) -> AdoptionTotals:
-    """The totals of every state in `store`, from scratch (an assignment without a usable snapshot)."""
+def derive_totals(store: PartitionStore, today: int | None = None) -> AdoptionTotals:
+    """The totals of every state in `store`, from scratch (an assignment without a usable snapshot),
+    as of date `today` (None: keeping every date)."""
     totals = AdoptionTotals()
+    if today is not None:
+        totals.advance(today)
     for key, state in store.summaries():
         _add_stored(totals, key, state)
     return totals

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from adoptstream import __version__
 from adoptstream.exposition.collector import AdoptionCollector, OperationsCollector
+from adoptstream.exposition.engagement import EngagementCollector
 from adoptstream.runtime import records
 from adoptstream.runtime.config import WorkerConfig
 from adoptstream.runtime.ingest import Ingest
@@ -62,7 +63,7 @@ class Worker:
         self.stats = WorkerStats(CollectorRegistry())
         self.registry = CollectorRegistry()  # everything /metrics serves
         self.registry.register(self.stats.registry)
-        self.collectors: list[AdoptionCollector | OperationsCollector] = []
+        self.collectors: list[AdoptionCollector | EngagementCollector | OperationsCollector] = []
         self.started_at = time.time()
         self._stopping = asyncio.Event()
         self._ingest_lock = asyncio.Lock()
@@ -119,8 +120,10 @@ class Worker:
         self._ingest_sender = BatchSender(self._producer)
         self.processor = StateProcessor(c, self._state_sender, self.stats)
         self._ingest = Ingest(c, self._ingest_sender, self.stats, by_user, dlq_partitions)
+        adoption = AdoptionCollector(self.processor, c.max_features, c.max_cohorts)
         self.collectors = [
-            AdoptionCollector(self.processor, c.max_features, c.max_cohorts),
+            adoption,
+            EngagementCollector(self.processor, adoption.features),
             OperationsCollector(self),
         ]
         for collector in self.collectors:

@@ -12,6 +12,7 @@ for a generated scenario (any object with the fields of `Scenario` in test_core_
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -242,6 +243,9 @@ def check_all_variants(sc: Any, *, order_free: bool) -> None:
     for totals in pipe_d.totals():
         for key, value in scrape(totals, T).items():
             summed[key] = summed.get(key, 0) + value
+    for key, value in summed.items():  # a sum of floats (_sum series) is exact to its rounding only
+        if key[0].endswith("_sum") and math.isclose(value, expected.get(key, math.nan), rel_tol=1e-12):
+            summed[key] = expected[key]
     assert_samples(summed, expected, "(d) one worker per partition, summed")
 
     # (e) crashes: the state stage loses its local work at a random point and restarts from what

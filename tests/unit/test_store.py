@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("rocksdict")
 
 from adoptstream.core.state import UserState
-from adoptstream.runtime.store import RocksStore, user_key
+from adoptstream.runtime.store import MemoryStore, RocksStore, user_key
 
 
 def _write_and_die(path: str, flush_interval_s: float, idle: bool) -> None:
@@ -84,3 +84,18 @@ def test_reads_and_full_scan_span_memtables_and_files(tmp_path: Path) -> None:
         assert {key: state.accepted for key, state in reopened.states()} == expected
     finally:
         reopened.close()
+
+
+@pytest.mark.parametrize("kind", ["rocksdb", "memory"])
+def test_a_none_value_deletes_the_key(tmp_path: Path, kind: str) -> None:
+    """Deletions (changelog tombstones: a hot user's shards of an older depth) reach the store."""
+    store = RocksStore(tmp_path / "db") if kind == "rocksdb" else MemoryStore()
+    try:
+        state = UserState(accepted=1)
+        store.save([user_key("a"), user_key("b")], [state.encode(), state.encode()], 0)
+        store.save([user_key("a")], [None], 1)
+        store.save_raw({user_key("b"): None, user_key("c"): state.encode()}, 2)
+        assert [k for k, _ in store.states()] == [user_key("c")]
+        assert store.load(user_key("a")) is None and store.changelog_offset == 2
+    finally:
+        store.close()

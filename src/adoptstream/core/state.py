@@ -20,6 +20,7 @@ from bisect import bisect_left
 import msgspec
 
 from adoptstream.core.codec import loads
+from adoptstream.core.dedup import SeenShards
 from adoptstream.core.entries import EventEntry, FutureEntry, InvalidEntry
 from adoptstream.core.events import Outcome
 
@@ -124,13 +125,15 @@ class UserState(msgspec.Struct, array_like=True, gc=False):
     future: int = 0  # messages of this user rejected as too far ahead of the clock
     use_days: list[int] = []  # distinct dates of use of any feature (as FeatureState.use_days)
     answers: dict[str, Answer] = {}  # scale -> latest answer about anything
+    dedup_depth: int = 0  # 0: `seen` holds the dedup memory; else 2**depth shard records (core.dedup)
 
-    def apply(self, entry: EventEntry | FutureEntry) -> Outcome | None:
+    def apply(self, entry: EventEntry | FutureEntry, memory: SeenShards | None = None) -> Outcome | None:
         """Apply one by-user entry of this user: its outcome, or None for a replay (already applied).
 
-        A future entry is counted here, in the user's state, rather than per input partition: if
-        that message is read again later and no longer looks future, its replay is recognised and it
-        keeps one outcome.
+        `memory` is this user's dedup memory when it lives in shard records (`dedup_depth` > 0). A
+        future entry is counted here, in the user's state, rather than per input partition: if that
+        message is read again later and no longer looks future, its replay is recognised and it keeps
+        one outcome.
         """
         sources = self.sources
         src_partition, src_offset = entry.src_partition, entry.src_offset
@@ -141,12 +144,18 @@ class UserState(msgspec.Struct, array_like=True, gc=False):
         if type(entry) is FutureEntry:
             self.future += 1
             return _FUTURE
-        seen = self.seen
         event_id = entry.event_id  # type: ignore[union-attr]
-        if event_id in seen:
+        if memory is None:
+            seen = self.seen
+            if event_id in seen:
+                self.duplicates += 1
+                return _DUPLICATE
+            seen[event_id] = entry.arrival_ms
+        elif memory.remembers(event_id, sources, src_partition, src_offset):
             self.duplicates += 1
             return _DUPLICATE
-        seen[event_id] = entry.arrival_ms
+        else:
+            memory.add(event_id, entry.arrival_ms, src_partition, src_offset)
         self.accepted += 1
         etype, ts, cohort = entry.type, entry.ts_ns, entry.cohort  # type: ignore[union-attr]
         if etype == "signup":
@@ -274,6 +283,7 @@ class UserSummary(msgspec.Struct, array_like=True, gc=False):
     future: int = 0
     use_days: list[int] = []
     answers: dict[str, Answer] = {}
+    dedup_depth: int = 0
 
 
 _encode = msgspec.json.Encoder().encode

@@ -19,15 +19,17 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from adoptstream.core.dedup import DEDUP_PREFIX, INLINE_SEEN_MAX, SeenShards
 from adoptstream.core.entries import InvalidEntry
 from adoptstream.core.events import Outcome
-from adoptstream.core.state import DAY_NS, SourceOutcomes, UserState, UserSummary
+from adoptstream.core.state import DAY_NS, DEDUP_WINDOW_MS, SourceOutcomes, UserState, UserSummary
 from adoptstream.core.totals import AdoptionTotals
 from adoptstream.runtime import records
 from adoptstream.runtime.config import WorkerConfig
 from adoptstream.runtime.sender import BatchSender
 from adoptstream.runtime.stats import WorkerStats
 from adoptstream.runtime.store import (
+    SOURCE_PREFIX,
     USER_PREFIX,
     PartitionStore,
     State,
@@ -290,9 +292,14 @@ def apply_batch(
     once, after the batch, so every touched state is loaded, updated and written exactly once.
     (Grouping the entries by user first measured no faster: more instructions and more cache
     misses.) Outcomes are counted as they are given; a replay gets none.
+
+    A hot user's dedup memory lives in shard records (core.dedup): they come first in the returned
+    records, the deletions of shards it no longer uses last, so that a crash anywhere in the
+    changelog write leaves every user state with the shards it names.
     """
     load, add_adoption = store.load, totals.add_adoption
     users: dict[str, UserState] = {}
+    hot: dict[str, SeenShards] = {}
     keys: list[bytes] = []
     invalid: list[InvalidEntry] = []
     max_ts = None
@@ -312,10 +319,12 @@ def apply_batch(
                 if user is None:
                     user = UserState()
                 else:
-                    add_adoption(user, -1)
-                users[user_id] = user
+                    add_adoption(user, -1)  # type: ignore[arg-type]
+                    if user.dedup_depth:  # type: ignore[union-attr]
+                        hot[user_id] = SeenShards(user_id, user.dedup_depth, load)  # type: ignore
+                users[user_id] = user  # type: ignore[assignment]
                 keys.append(skey)
-            outcome = user.apply(entry)
+            outcome = user.apply(entry, hot.get(user_id) if hot else None)
             if outcome is _ACCEPTED:
                 n_accepted += 1
                 ts = entry.ts_ns
@@ -326,11 +335,26 @@ def apply_batch(
             elif outcome is _FUTURE:
                 n_future += 1
     out: list[bytes | None] = []
-    for user in users.values():
-        if len(user.seen) > 1:  # prune_seen() has nothing to do otherwise
+    first: list[tuple[bytes, bytes | None]] = []  # shard records, before every user state
+    last: list[tuple[bytes, bytes | None]] = []  # deletions of shards, after them
+    for user_id, user in users.items():
+        seen = user.seen
+        if len(seen) > 1:  # prune_seen() has nothing to do otherwise
             user.prune_seen()
+            if len(user.seen) > INLINE_SEEN_MAX:  # the memory moves to shard records
+                hot[user_id] = SeenShards.spill(user_id, user.seen, load)  # type: ignore[arg-type]
+                user.seen = {}
+        if hot and user_id in hot:
+            memory = hot[user_id]
+            before, after = memory.records(DEDUP_WINDOW_MS)
+            user.dedup_depth = memory.depth
+            first += before
+            last += after
         add_adoption(user)
         out.append(user.encode())
+    if first or last:
+        keys = [key for key, _ in first] + keys + [key for key, _ in last]
+        out = [value for _, value in first] + out + [value for _, value in last]
     outcomes = totals.outcomes
     outcomes["accepted"] += n_accepted
     outcomes["duplicate"] += n_duplicate
@@ -397,6 +421,8 @@ def replace_in_totals(
 ) -> None:
     """Update the totals of `store`'s states for `values` about to overwrite them (a changelog tail)."""
     for key, value in values.items():
+        if key[:1] == DEDUP_PREFIX:
+            continue  # no contribution to the totals
         old = store.load(key)
         if old is not None:
             _add_stored(totals, key, old, -1)
@@ -405,7 +431,9 @@ def replace_in_totals(
 
 
 def _add_stored(totals: AdoptionTotals, key: bytes, state: State | UserSummary, sign: int = 1) -> None:
-    if key[:1] == USER_PREFIX:
+    kind = key[:1]
+    if kind == USER_PREFIX:
         totals.add_user(state, sign)  # type: ignore[arg-type]
-    else:
+    elif kind == SOURCE_PREFIX:
         totals.add_source(state, sign)  # type: ignore[arg-type]
+    # dedup shards contribute nothing

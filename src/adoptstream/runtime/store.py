@@ -17,12 +17,14 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+from adoptstream.core.dedup import DEDUP_PREFIX, SeenShard
 from adoptstream.core.state import SourceOutcomes, UserState, UserSummary, decode_summary
 from adoptstream.core.totals import AdoptionTotals
 
-State = UserState | SourceOutcomes
+State = UserState | SourceOutcomes | SeenShard
 USER_PREFIX = b"u"
 SOURCE_PREFIX = b"s"
+# DEDUP_PREFIX (b"d"): shard records of hot users' dedup memory (core.dedup)
 META_PREFIX = b"\x00"  # keys that are not states
 _OFFSET_KEY = META_PREFIX + b"changelog-offset"
 _TOTALS_KEY = META_PREFIX + b"totals"
@@ -46,8 +48,11 @@ def source_key(src_partition: int) -> bytes:
 
 def decode_state(key: bytes, value: bytes) -> State:
     """Decode a stored value by its key's kind."""
-    if key[:1] == USER_PREFIX:
+    kind = key[:1]
+    if kind == USER_PREFIX:
         return UserState.decode(value)
+    if kind == DEDUP_PREFIX:
+        return SeenShard.decode(value)
     return SourceOutcomes.decode(value)
 
 
@@ -72,7 +77,8 @@ class PartitionStore(Protocol):
 
     def states(self) -> Iterator[tuple[bytes, State]]: ...
 
-    def summaries(self) -> Iterator[tuple[bytes, State | UserSummary]]: ...
+    def summaries(self) -> Iterator[tuple[bytes, State | UserSummary]]:
+        """The states the totals read (users and sources), decoded as far as they read them."""
 
     def totals_snapshot(self) -> bytes | None: ...
 
@@ -110,7 +116,11 @@ class MemoryStore:
         return ((key, decode_state(key, value)) for key, value in list(self._data.items()))
 
     def summaries(self) -> Iterator[tuple[bytes, State | UserSummary]]:
-        return ((key, decode_for_totals(key, value)) for key, value in list(self._data.items()))
+        return (
+            (key, decode_for_totals(key, value))
+            for key, value in list(self._data.items())
+            if key[:1] != DEDUP_PREFIX
+        )
 
     def encoded(self) -> dict[bytes, bytes]:
         """Every stored value as it is (what a restart from the changelog would read)."""
@@ -258,8 +268,10 @@ class RocksStore:
         return ((key, decode_state(key, value)) for key, value in self._stored())
 
     def summaries(self) -> Iterator[tuple[bytes, State | UserSummary]]:
-        """Every stored state, decoded only as far as the totals read it."""
-        return ((key, decode_for_totals(key, value)) for key, value in self._stored())
+        """Every stored state the totals read (not dedup shards), decoded only as far as they read it."""
+        return (
+            (key, decode_for_totals(key, value)) for key, value in self._stored() if key[:1] != DEDUP_PREFIX
+        )
 
     def _stored(self) -> Iterator[tuple[bytes, bytes]]:
         return ((k, v) for k, v in self._db.items(read_opt=self._scan) if k[:1] != META_PREFIX)

@@ -6,7 +6,8 @@ Builds the totals of `--users` synthetic users (1-3 features each, uses spread o
 durations, answers of every scale, signups) in `--partitions` partitions through the real state
 rules (`UserState.apply`, `AdoptionTotals.add_user`), then times, just before and just after a UTC
 midnight: a full scrape (every contract family through `generate_latest`), the state stage's day
-turn (`AdoptionTotals.advance` of every partition) and a scrape after it, memoized and not.
+turn (`AdoptionTotals.advance` of every partition) and scrapes around it, section 2 (whose merged
+totals are cached until something changes, as the state stage caches them) and section 3 apart.
 """
 
 from __future__ import annotations
@@ -91,33 +92,34 @@ def main() -> None:
     p.add_argument("--partitions", type=int, default=8)
     args = p.parse_args()
     parts = timed(f"totals of {args.users:,} users", lambda: build(args.users, args.partitions))
-    keys = sum(len(c) for t in parts for c in t.use_dates.values())
-    keys += sum(len(c) for t in parts for c in t.answer_days.values()) + sum(
-        len(t.signup_days) for t in parts
-    )
+    keys = sum(len(d.ranks) + len(d.returns) for t in parts for d in t.use_dates.values())
+    keys += sum(len(c.counts) for t in parts for c in (t.signup_days, *t.answer_days.values()))
     print(f"date-keyed counts in all partitions: {keys:,}")
     clock = [MIDNIGHT - 1]
     source = Source(parts)
-    registry = CollectorRegistry()
+    section_2, section_3 = CollectorRegistry(), CollectorRegistry()
     adoption = AdoptionCollector(source, 100, 100, clock_ns=lambda: clock[0])
-    registry.register(adoption)
-    registry.register(EngagementCollector(source, adoption.features, clock_ns=lambda: clock[0]))
-    timed("full scrape before midnight (first)", lambda: generate_latest(registry))
-    timed("full scrape before midnight (memoized)", lambda: generate_latest(registry))
-    clock[0] = MIDNIGHT + 1
-    timed("full scrape after midnight, before the day turn", lambda: generate_latest(registry))
+    section_2.register(adoption)
+    section_3.register(EngagementCollector(source, adoption.features, clock_ns=lambda: clock[0]))
+
+    def scrape(what: str) -> None:
+        timed(f"{what}: section 3 families", lambda: generate_latest(section_3))
+        timed(f"{what}: section 2 families", lambda: generate_latest(section_2))
 
     def day_turn(today: int) -> None:
         for totals in parts:
             totals.advance(today)
         source.changed()
 
-    timed("the state stage's day turn (advance, every partition)", lambda: day_turn(MIDNIGHT // DAY_NS))
-    timed("full scrape after the day turn (first)", lambda: generate_latest(registry))
-    timed("full scrape after the day turn (memoized)", lambda: generate_latest(registry))
-    clock[0] = MIDNIGHT + 40 * DAY_NS
-    timed("the day turn 40 days later", lambda: day_turn(clock[0] // DAY_NS))
-    timed("full scrape 40 days later (first)", lambda: generate_latest(registry))
+    scrape("scrape before midnight, after a change")
+    scrape("scrape before midnight, nothing changed")
+    clock[0] = MIDNIGHT + 1
+    scrape("scrape after midnight, the state stage still on the day before")
+    timed("the state stage's day turn (advance every partition)", lambda: day_turn(MIDNIGHT // DAY_NS))
+    scrape("scrape after the day turn")
+    clock[0] = MIDNIGHT + DAY_NS + 1
+    timed("the next day turn", lambda: day_turn(clock[0] // DAY_NS))
+    scrape("scrape after it")
 
 
 if __name__ == "__main__":

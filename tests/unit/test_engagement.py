@@ -206,10 +206,10 @@ def test_rollover_drops_only_what_no_period_reaches() -> None:
         pipe.set_state_clock(t)
         for part in pipe.parts:
             part.totals.advance(part.today)
-            assert all(day >= t // DAY_NS - TOTALS_DAYS_KEPT for day in part.totals.signup_days)
+            assert all(day >= t // DAY_NS - TOTALS_DAYS_KEPT for day in part.totals.signup_days.counts)
         assert scrape(pipe.totals(), t) == before
         assert flat(pipe.merged()) == flat(pipe.derived())  # derived with the same floor
-    assert not any(part.totals.signup_days for part in pipe.parts)  # 95 days on: nothing left
+    assert not any(part.totals.signup_days.counts for part in pipe.parts)  # 95 days on: nothing left
 
 
 def test_label_cap_folds_features_in_every_family() -> None:
@@ -297,6 +297,11 @@ def test_live_answers_equal_answers_from_all_the_counts(
         for j, rel in enumerate(rel_days):
             ts = at(base + rel, (j * 37) % 1440)
             user.apply(EventEntry(0, j, 0, f"u{i}", f"e{j}", "use", "f", ts, None))
+            kind = ("signup", "feedback")[j % 2]  # and a signup or an answer on a date further back
+            back = (0, 7, 27, 60, 87)[(i + j) % 5]
+            entry = EventEntry(0, 100 + j, 0, f"u{i}", f"x{j}", kind, "f", at(base + rel - back), None)
+            entry.scale, entry.score = "csat", 1 + (i + j) % 5
+            user.apply(entry)
         users.append(user)
     today = base
     totals = AdoptionTotals()
@@ -317,3 +322,6 @@ def test_live_answers_equal_answers_from_all_the_counts(
                 continue
             for day in (today, today + 1, today + 3):  # live, and slid copies (a scrape ahead)
                 assert dates.engagement(day) == dates._computed(day).engagement(), (feature, day)
+        for dated in (totals.signup_days, *totals.answer_days.values()):
+            for day in (today, today + 1, today + 3):
+                assert dated.at(day) == dated._computed(day)

@@ -70,27 +70,27 @@ class Live:
         other.states = [list(row) for row in self.states]
         return other
 
-    def count_rank(self, day: int, k: int, count: int) -> None:
-        """`count` users more whose k-th latest date of use is `day`."""
-        x30 = self.x[2]
-        if day < x30 and (k != 1 or day < self.p[2]):  # the most common case: in no C and no P
+    def count_date(self, day: int, k: int, gap: int, count: int) -> None:
+        """`count` users more whose k-th latest date of use is `day` (k = 0: no rank to count) and whose
+        date of use before it was `gap` days earlier (0: none, the first use ever; -1: no return to
+        count). The rules of the module docstring, for the three periods at once."""
+        x, p = self.x, self.p
+        if day < x[2]:  # in no C; a latest date may be in the P of 30d (P of 7d and 1d start later)
+            if k == 1 and day >= p[2]:
+                self.states[2][_DORMANT] += count
             return
-        for i, x in enumerate(self.x):
-            if day >= x:
-                self.at_least[i][k] += count
-            elif k == 1 and day >= self.p[i]:
-                self.states[i][_DORMANT] += count
-
-    def count_return(self, day: int, gap: int, count: int) -> None:
-        """`count` users more with a use on `day` whose use before it was `gap` days earlier (0: none)."""
-        if day < self.x[2]:
-            return
-        for i, x in enumerate(self.x):
-            if day >= x:
-                if gap == 0:
-                    self.states[i][_NEW] += count
-                elif day - gap < x:  # the return into C
-                    self.states[i][_RETURNING if day - gap >= self.p[i] else _RESURRECTING] += count
+        at_least, states = self.at_least, self.states
+        for i in (2, 1, 0):  # 30d, 7d, 1d: each C ends where the next P starts, or later
+            if day < x[i]:
+                if k == 1 and day >= p[i]:
+                    states[i][_DORMANT] += count
+                return
+            if k:
+                at_least[i][k] += count
+            if gap == 0:
+                states[i][_NEW] += count
+            elif gap > 0 and day - gap < x[i]:  # the return into C
+                states[i][_RETURNING if day - gap >= p[i] else _RESURRECTING] += count
 
     def count_fix(self, day: int, k: int, count: int) -> None:
         """A next-day fix of the ranks (one of a latest date `fix_day`)."""
@@ -138,8 +138,7 @@ class UseDates:
                 ranks[last * RANK_SLOTS + 1] += sign
                 returns[last * GAP_SLOTS + gap] += sign
                 if live is not None:
-                    live.count_rank(last, 1, sign)
-                    live.count_return(last, gap, sign)
+                    live.count_date(last, 1, gap, sign)
             return
         recent = last - RECENT_DAYS
         i = len(days) - 1
@@ -158,8 +157,7 @@ class UseDates:
                 ranks[day * RANK_SLOTS + k] += sign
                 returns[day * GAP_SLOTS + gap] += sign
                 if live is not None:
-                    live.count_rank(day, k, sign)
-                    live.count_return(day, gap, sign)
+                    live.count_date(day, k, gap, sign)
             i -= 1
             k += 1
         if days[-2] == last - 1 and last >= fix_floor:
@@ -177,12 +175,11 @@ class UseDates:
                     if counted:
                         live.count_fix(days[i - 1], k, sign)  # type: ignore[union-attr]
 
-    def drop_before(self, floor: int, fix_floor: int) -> None:
-        """Forget counts dated before `floor` and fixes of a latest date before `fix_floor` (none of
-        them is in any period from the state stage's date on)."""
+    def drop_before(self, floor: int, fix_floor: int, old_floor: int) -> None:
+        """Forget counts dated before `floor` (those before `old_floor` are gone already) and fixes of
+        a latest date before `fix_floor`: none of them is in any period from the state stage's date on."""
         for counts, slots in ((self.ranks, RANK_SLOTS), (self.returns, GAP_SLOTS)):
-            for key in [key for key in counts if key < floor * slots]:
-                del counts[key]
+            drop_keys(counts, old_floor * slots, floor * slots)
         for last in [last for last in self.fixes if last < fix_floor]:
             del self.fixes[last]
 
@@ -212,10 +209,12 @@ class UseDates:
         live = Live(today)
         for key, count in self.ranks.items():
             if count:
-                live.count_rank(*divmod(key, RANK_SLOTS), count)
+                day, k = divmod(key, RANK_SLOTS)
+                live.count_date(day, k, -1, count)
         for key, count in self.returns.items():
             if count:
-                live.count_return(*divmod(key, GAP_SLOTS), count)
+                day, gap = divmod(key, GAP_SLOTS)
+                live.count_date(day, 0, gap, count)
         for key, count in self.fixes.get(live.fix_day, {}).items():
             live.count_fix(*divmod(key, RANK_SLOTS), count)
         return live
@@ -306,5 +305,95 @@ class UseDates:
         )
 
 
+def drop_keys(counts: dict[int, int], start: int, stop: int) -> None:
+    """Delete every key before `stop`, knowing there is none before `start`: one by one for a day turn's
+    few dates (whatever the number of keys), by a scan when the range is wide."""
+    if stop - start <= 4_096:
+        pop = counts.pop
+        for key in range(start, stop):
+            pop(key, None)
+    else:
+        for key in [key for key in counts if key < stop]:
+            del counts[key]
+
+
 def _nonzero(counts: dict[int, int]) -> dict[int, int]:
     return {k: n for k, n in counts.items() if n}
+
+
+class DatedCounts:
+    """Users by (date, value) (feedback: the score of the latest answer; signups: value 0), and the
+    sums per value over the current period C of each of `periods` (N days), kept live at the state
+    stage's date like `UseDates`' answers."""
+
+    __slots__ = ("counts", "firsts", "periods", "slots", "sums", "today")
+
+    def __init__(self, periods: tuple[int, ...], slots: int) -> None:
+        self.periods = periods
+        self.slots = slots  # values are 0 ... slots - 1
+        self.counts: defaultdict[int, int] = defaultdict(int)  # day * slots + value -> users
+        self.today: int | None = None
+        self.sums: list[list[int]] = []  # [period][value], at `today`
+        self.firsts: tuple[int, ...] = ()  # the first date of each C at `today`
+
+    def add(self, day: int, value: int, count: int) -> None:
+        self.counts[day * self.slots + value] += count
+        for first, row in zip(self.firsts, self.sums, strict=True):  # nothing before `go_to`
+            if day >= first:  # in C (a date after D counts as D)
+                row[value] += count
+
+    def go_to(self, today: int) -> None:
+        current = self.today
+        if current is not None and current <= today <= current + SLIDE_DAYS_MAX:
+            while current < today:
+                self._slide(self.sums, current)
+                current += 1
+        else:
+            self.sums = self._computed(today)
+        self.today = today
+        self.firsts = tuple(today - n + 1 for n in self.periods)
+
+    def at(self, today: int) -> list[list[int]]:
+        """Sums per period and value at date `today` (read only)."""
+        if self.today is not None and self.today <= today <= self.today + SLIDE_DAYS_MAX:
+            sums, day = [list(row) for row in self.sums], self.today
+            while day < today:  # the scrape's clock passed midnight before the state stage's
+                self._slide(sums, day)
+                day += 1
+            return sums
+        return self._computed(today)
+
+    def _computed(self, today: int) -> list[list[int]]:
+        sums = [[0] * self.slots for _ in self.periods]
+        for key, count in self.counts.items():
+            day, value = divmod(key, self.slots)
+            for i, n in enumerate(self.periods):
+                if day >= today - n + 1:
+                    sums[i][value] += count
+        return sums
+
+    def _slide(self, sums: list[list[int]], today: int) -> None:
+        """`sums` at `today` moved to the next date: the first date of each C leaves it."""
+        get, slots = self.counts.get, self.slots
+        for i, n in enumerate(self.periods):
+            first = (today - n + 1) * slots
+            row = sums[i]
+            for value in range(slots):
+                count = get(first + value)
+                if count:
+                    row[value] -= count
+
+    def drop_before(self, floor: int, old_floor: int) -> None:
+        drop_keys(self.counts, old_floor * self.slots, floor * self.slots)
+
+    def merge(self, other: DatedCounts, floor: int) -> None:
+        first = floor * self.slots
+        for key, count in other.counts.items():
+            if key >= first:
+                self.counts[key] += count
+        self.today, self.sums, self.firsts = None, [], ()
+
+    def __eq__(self, other: object) -> bool:  # the counts (the sums follow from them)
+        if not isinstance(other, DatedCounts):
+            return NotImplemented
+        return _nonzero(self.counts) == _nonzero(other.counts)

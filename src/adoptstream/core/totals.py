@@ -25,7 +25,7 @@ from itertools import repeat
 
 from adoptstream.core.codec import dumps, loads
 from adoptstream.core.events import SCALES
-from adoptstream.core.periods import Engagement, Live, UseDates
+from adoptstream.core.periods import DatedCounts, Engagement, Live, UseDates
 from adoptstream.core.state import (
     DAY_NS,
     TASK_BUCKETS_MS,
@@ -47,6 +47,7 @@ _TTFU_BOUNDS_NS = tuple(b * SECOND_NS for b in TTFU_BUCKETS_S)
 
 SIGNUP_PERIODS: dict[str, int] = {"1d": 1, "7d": 7, "30d": 30}
 FEEDBACK_PERIODS: dict[str, int] = {"30d": 30, "90d": 90}
+_SIGNUP_N, _FEEDBACK_N = tuple(SIGNUP_PERIODS.values()), tuple(FEEDBACK_PERIODS.values())
 _SCORE_SLOTS = 16  # answer counts pack (date, score) into one int
 TOTALS_DAYS_KEPT = 91  # C of the 90-day feedback period starts at D - 89 (one day of slack)
 _NO_FLOOR = -(1 << 62)
@@ -100,12 +101,8 @@ def window_start_hour(now_ns: int, days: int) -> int:
     return now_ns // HOUR_NS - (24 * days - 1)
 
 
-def _counts() -> defaultdict[int, int]:
-    return defaultdict(int)
-
-
 def _counts_by() -> defaultdict:
-    return defaultdict(_counts)
+    return defaultdict(lambda: defaultdict(int))
 
 
 @dataclass(slots=True)
@@ -121,8 +118,8 @@ class AdoptionTotals:
     uses: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     # section 3
     use_dates: dict[str, UseDates] = field(default_factory=dict)
-    signup_days: dict[int, int] = field(default_factory=_counts)
-    answer_days: dict[tuple[str, str], dict[int, int]] = field(default_factory=_counts_by)
+    signup_days: DatedCounts = field(default_factory=lambda: DatedCounts(_SIGNUP_N, 1))
+    answer_days: dict[tuple[str, str], DatedCounts] = field(default_factory=dict)  # (feature, scale)
     answered: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     task_times: dict[str, TaskTimeHistogram] = field(default_factory=lambda: defaultdict(TaskTimeHistogram))
     day_floor: int = _NO_FLOOR  # date-keyed counts before this date are dropped
@@ -196,7 +193,7 @@ class AdoptionTotals:
             exposed[key] += sign
             day = signup // DAY_NS
             if day >= floor:
-                self.signup_days[day] += sign
+                self.signup_days.add(day, 0, sign)
             if first_use_any is not None:
                 adopted[key] += sign
                 ttfu[ANY_FEATURE].observe(first_use_any - signup, sign)
@@ -214,7 +211,12 @@ class AdoptionTotals:
             answered[key] += sign
             day = answer.ts_ns // DAY_NS
             if day >= floor:
-                answer_days[key][day * _SCORE_SLOTS + answer.score] += sign
+                dated = answer_days.get(key)
+                if dated is None:
+                    dated = answer_days[key] = DatedCounts(_FEEDBACK_N, _SCORE_SLOTS)
+                    if self.today is not None:
+                        dated.go_to(self.today)
+                dated.add(day, answer.score, sign)
 
     def add_source(self, source: SourceOutcomes, sign: int = 1) -> None:
         """Add or remove the invalid/future counts of one input partition."""
@@ -232,18 +234,20 @@ class AdoptionTotals:
             self.today = today
             for dates in self.use_dates.values():
                 dates.go_to(today)
+            for dated in (self.signup_days, *self.answer_days.values()):
+                dated.go_to(today)
         self._raise_floors(today - TOTALS_DAYS_KEPT, today + 1)
 
     def _raise_floors(self, day_floor: int, fix_floor: int) -> None:
         self._memo.clear()
         if day_floor > self.day_floor or fix_floor > self.fix_floor:
-            self.day_floor = max(self.day_floor, day_floor)
+            old_floor = self.day_floor
+            self.day_floor = max(old_floor, day_floor)
             self.fix_floor = max(self.fix_floor, fix_floor)
             for dates in self.use_dates.values():
-                dates.drop_before(self.day_floor, self.fix_floor)
-            for counts in self.answer_days.values():
-                _drop_before(counts, self.day_floor * _SCORE_SLOTS)
-            _drop_before(self.signup_days, self.day_floor)
+                dates.drop_before(self.day_floor, self.fix_floor, old_floor)
+            for dated in (self.signup_days, *self.answer_days.values()):
+                dated.drop_before(self.day_floor, old_floor)
 
     def merge(self, other: AdoptionTotals, section_3: bool = True) -> None:
         """Add another totals into this one (without the section 3 aggregates, when not asked for:
@@ -270,8 +274,12 @@ class AdoptionTotals:
             if mine is None:
                 mine = self.use_dates[name] = UseDates()
             mine.merge(dates, floor, fix_floor)
-        _merge_counts(self.signup_days, other.signup_days, floor)
-        _merge_nested(self.answer_days, other.answer_days, floor * _SCORE_SLOTS)
+        self.signup_days.merge(other.signup_days, floor)
+        for key, dated in other.answer_days.items():
+            mine = self.answer_days.get(key)
+            if mine is None:
+                mine = self.answer_days[key] = DatedCounts(_FEEDBACK_N, _SCORE_SLOTS)
+            mine.merge(dated, floor)
         for k, v in other.answered.items():
             self.answered[k] += v
         for k, times in other.task_times.items():
@@ -294,10 +302,10 @@ class AdoptionTotals:
                 self.day_floor,
                 self.fix_floor,
                 [[name, fields] for name, dates in self.use_dates.items() if any(fields := dates.encode())],
-                _pairs(self.signup_days),
+                _pairs(self.signup_days.counts),
                 [
                     [f, s, _pairs(counts)]
-                    for (f, s), counts in self.answer_days.items()
+                    for (f, s), counts in ((k, d.counts) for k, d in self.answer_days.items())
                     if any(counts.values())
                 ],
                 [[f, s, n] for (f, s), n in self.answered.items() if n],
@@ -345,9 +353,10 @@ class AdoptionTotals:
         totals.uses.update(uses)
         for name, fields in use_dates:
             totals.use_dates[name] = UseDates.decode(fields)
-        totals.signup_days.update(signup_days)
+        totals.signup_days.counts.update(signup_days)
         for f, s, pairs in answer_days:
-            totals.answer_days[(f, s)].update(pairs)
+            dated = totals.answer_days[(f, s)] = DatedCounts(_FEEDBACK_N, _SCORE_SLOTS)
+            dated.counts.update(pairs)
         totals.answered.update(((f, s), n) for f, s, n in answered)
         for name, counts, sum_ms in task_times:
             totals.task_times[name] = TaskTimeHistogram(counts, int(sum_ms))
@@ -397,39 +406,19 @@ class AdoptionTotals:
 
     def signed_up(self, today: int) -> dict[str, int]:
         """Users whose earliest signup is dated in each period's C at date `today` (read only)."""
-        memo_key = ("signed_up", today)
-        out = self._memo.get(memo_key)
-        if out is None:
-            out = self._memo[memo_key] = {
-                period: sum(c for day, c in self.signup_days.items() if day >= today - n + 1)
-                for period, n in SIGNUP_PERIODS.items()
-            }
-        return out  # type: ignore[return-value]
+        sums = self.signup_days.at(today)
+        return {period: sums[i][0] for i, period in enumerate(SIGNUP_PERIODS)}
 
     def feedback(self, feature: str, scale: str, today: int) -> dict[str, dict[int, int]]:
-        """Users by the score of their latest answer on `scale` about `feature`, dated in each period's C
-        at date `today` (read only; memoized)."""
-        memo_key = ("feedback", feature, scale, today)
-        out = self._memo.get(memo_key)
-        if out is None:
-            out = self._memo[memo_key] = self._feedback(feature, scale, today)
-        return out  # type: ignore[return-value]
-
-    def _feedback(self, feature: str, scale: str, today: int) -> dict[str, dict[int, int]]:
+        """Users by the score of their latest answer on `scale` about `feature`, dated in each
+        period's C at date `today` (read only)."""
         low, high = SCALES[scale]
-        out = {period: dict.fromkeys(range(low, high + 1), 0) for period in FEEDBACK_PERIODS}
-        for key, count in self.answer_days.get((feature, scale), {}).items():
-            if count:
-                day, score = divmod(key, _SCORE_SLOTS)
-                for period, n in FEEDBACK_PERIODS.items():
-                    if day >= today - n + 1:
-                        out[period][score] += count
-        return out
-
-
-def _drop_before(counts: dict[int, int], first_key: int) -> None:
-    for key in [key for key in counts if key < first_key]:
-        del counts[key]
+        dated = self.answer_days.get((feature, scale))
+        sums = dated.at(today) if dated is not None else [[0] * _SCORE_SLOTS for _ in FEEDBACK_PERIODS]
+        return {
+            period: {score: sums[i][score] for score in range(low, high + 1)}
+            for i, period in enumerate(FEEDBACK_PERIODS)
+        }
 
 
 def _merge_counts(mine: dict[int, int], other: dict[int, int], first_key: int = _NO_FLOOR) -> None:

@@ -83,9 +83,7 @@ class SeenShards:
         self.latest_ms = 0  # the latest arrival applied in this batch
 
     @classmethod
-    def spill(
-        cls, user_id: str, seen: dict[str, int], load: Callable[[bytes], SeenShard | None]
-    ) -> SeenShards:
+    def spill(cls, user_id: str, seen: dict[str, int], load: Loader) -> SeenShards:
         """A user state's own ids moved to shards (they were all applied, or are lost with it)."""
         depth = 1
         while len(seen) > _SPILL_FILL << depth:
@@ -124,9 +122,7 @@ class SeenShards:
         if arrival_ms > self.latest_ms:
             self.latest_ms = arrival_ms
 
-    def records(
-        self, window_ms: int
-    ) -> tuple[list[tuple[bytes, bytes | None]], list[tuple[bytes, bytes | None]]]:
+    def records(self, window_ms: int) -> tuple[list[Record], list[Record]]:
         """The records to write before the user state (which names `self.depth` from now on) and after it.
 
         Touched shards forget ids that arrived `window_ms` before this batch's latest arrival. When a

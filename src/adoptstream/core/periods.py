@@ -80,7 +80,9 @@ class Live:
                 self.states[2][_DORMANT] += count
             return
         at_least, states = self.at_least, self.states
-        for i in (2, 1, 0):  # 30d, 7d, 1d: each C ends where the next P starts, or later
+        # 30d, 7d, 1d: a shorter period's P starts after a longer one's C does, so a date before one
+        # C is in no shorter period's C or P
+        for i in (2, 1, 0):
             if day < x[i]:
                 if k == 1 and day >= p[i]:
                     states[i][_DORMANT] += count

@@ -18,7 +18,7 @@ import time
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from adoptstream.core.entries import EventEntry
+from adoptstream.core.entries import AnswerEntry, EventEntry, TimedUseEntry
 from adoptstream.core.state import DAY_NS, UserState
 from adoptstream.core.totals import AdoptionTotals
 from adoptstream.exposition.collector import AdoptionCollector
@@ -41,7 +41,13 @@ def build(users: int, partitions: int, seed: int = 7) -> list[AdoptionTotals]:
         def apply(etype: str, feature: str | None, ts: int, **v2: object) -> None:
             nonlocal offset
             offset += 1
-            entry = EventEntry(0, offset, 0, "u", f"e{offset}", etype, feature, ts, None, **v2)  # type: ignore[arg-type]
+            fields = (0, offset, 0, "u", f"e{offset}", etype, feature, ts, None)
+            if v2.get("duration_ms") is not None:
+                entry: EventEntry = TimedUseEntry(*fields, v2["duration_ms"])  # type: ignore[arg-type]
+            elif etype == "feedback":
+                entry = AnswerEntry(*fields, v2["scale"], v2["score"])  # type: ignore[arg-type]
+            else:
+                entry = EventEntry(*fields)
             user.apply(entry)  # noqa: B023 (called in this iteration only)
 
         apply("signup", None, MIDNIGHT - rng.randrange(120 * DAY_NS))

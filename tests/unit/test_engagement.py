@@ -11,7 +11,7 @@ from pipeline import Pipeline, coords_of, flat, scrape
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import RestrictedRegistry
 
-from adoptstream.core.entries import EventEntry
+from adoptstream.core.entries import AnswerEntry, EventEntry
 from adoptstream.core.state import DAY_NS, USE_DAYS_KEPT, UserState
 from adoptstream.core.totals import TOTALS_DAYS_KEPT, AdoptionTotals
 from adoptstream.exposition.collector import OVERFLOW, AdoptionCollector
@@ -297,11 +297,14 @@ def test_live_answers_equal_answers_from_all_the_counts(
         for j, rel in enumerate(rel_days):
             ts = at(base + rel, (j * 37) % 1440)
             user.apply(EventEntry(0, j, 0, f"u{i}", f"e{j}", "use", "f", ts, None))
-            kind = ("signup", "feedback")[j % 2]  # and a signup or an answer on a date further back
+            # and a signup or an answer on a date further back
             back = (0, 7, 27, 60, 87)[(i + j) % 5]
-            entry = EventEntry(0, 100 + j, 0, f"u{i}", f"x{j}", kind, "f", at(base + rel - back), None)
-            entry.scale, entry.score = "csat", 1 + (i + j) % 5
-            user.apply(entry)
+            fields = (0, 100 + j, 0, f"u{i}", f"x{j}")
+            if j % 2:
+                answer = ("feedback", "f", at(base + rel - back), None, "csat", 1 + (i + j) % 5)
+                user.apply(AnswerEntry(*fields, *answer))
+            else:
+                user.apply(EventEntry(*fields, "signup", None, at(base + rel - back), None))
         users.append(user)
     today = base
     totals = AdoptionTotals()

@@ -6,7 +6,14 @@ import orjson
 import pytest
 from aiokafka import ConsumerRecord
 
-from adoptstream.core.entries import EventEntry, FutureEntry, InvalidEntry, event_entry
+from adoptstream.core.entries import (
+    AnswerEntry,
+    EventEntry,
+    FutureEntry,
+    InvalidEntry,
+    TimedUseEntry,
+    event_entry,
+)
 from adoptstream.core.events import Event
 from adoptstream.runtime import records
 from adoptstream.runtime.ingest import route
@@ -39,12 +46,23 @@ def test_packs_of_the_longest_ids_stay_under_the_byte_limit() -> None:
 
 
 def test_entries_have_names_and_compact_bytes() -> None:
-    entries = [event_entry(EVENT, 3, 7, 9), FutureEntry(1, 2, 3, "bob"), InvalidEntry(1, 4, 3)]
+    timed = Event("e2", "alice", "use", "search", 5, None, duration_ms=1_500)
+    answer = Event("e3", "alice", "feedback", None, 6, None, scale="nps", score=9)
+    entries = [
+        event_entry(EVENT, 3, 7, 9),
+        event_entry(timed, 3, 8, 9),
+        event_entry(answer, 3, 9, 9),
+        FutureEntry(1, 2, 3, "bob"),
+        InvalidEntry(1, 4, 3),
+    ]
+    assert [type(e) for e in entries[:3]] == [EventEntry, TimedUseEntry, AnswerEntry]
     (value,) = records.packs(entries)
     assert orjson.loads(value) == [
         records.PACK_VERSION,
         [
-            [0, 3, 7, 9, "alice", "e1", "use", "search", EVENT.ts_ns, "wave-1", None, None, None],
+            [0, 3, 7, 9, "alice", "e1", "use", "search", EVENT.ts_ns, "wave-1"],  # tag first
+            [3, 3, 8, 9, "alice", "e2", "use", "search", 5, None, 1_500],
+            [4, 3, 9, 9, "alice", "e3", "feedback", None, 6, None, "nps", 9],
             [1, 1, 2, 3, "bob"],
             [2, 1, 4, 3],
         ],

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adoptstream.core.entries import EventEntry
+from adoptstream.core.entries import AnswerEntry, EventEntry, TimedUseEntry
 from adoptstream.core.state import SourceOutcomes, UserState, decode_summary
 from adoptstream.core.totals import AdoptionTotals, totals_of
 from adoptstream.runtime import store as store_module
@@ -40,12 +40,13 @@ def users(draw: st.DrawFn) -> UserState:
     ):
         if etype in ("exposure", "use") and feature is None:
             feature = "search"
-        entry = EventEntry(0, i, 0, "u", f"e{i}", etype, feature, T0 + dt, cohort)
-        if etype == "use":
-            entry.duration_ms = duration
+        fields = (0, i, 0, "u", f"e{i}", etype, feature, T0 + dt, cohort)
+        if etype == "use" and duration is not None:
+            user.apply(TimedUseEntry(*fields, duration))
         elif etype == "feedback":
-            entry.scale, entry.score = scale, score
-        user.apply(entry)
+            user.apply(AnswerEntry(*fields, scale, score))
+        else:
+            user.apply(EventEntry(*fields))
     return user
 
 

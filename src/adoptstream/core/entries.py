@@ -25,9 +25,19 @@ class EventEntry(msgspec.Struct, array_like=True, gc=False, tag=0, tag_field="ki
     feature: str | None
     ts_ns: int
     cohort: str | None
-    duration_ms: int | None = None  # use only
-    scale: str | None = None  # feedback only
-    score: int | None = None  # feedback only
+
+
+class TimedUseEntry(EventEntry, tag=3):
+    """A use that carries how long the task took (the other uses are plain `EventEntry`s)."""
+
+    duration_ms: int
+
+
+class AnswerEntry(EventEntry, tag=4):
+    """A feedback event: one survey answer."""
+
+    scale: str
+    score: int
 
 
 class FutureEntry(msgspec.Struct, array_like=True, gc=False, tag=1, tag_field="kind"):
@@ -48,12 +58,12 @@ class InvalidEntry(msgspec.Struct, array_like=True, gc=False, tag=2, tag_field="
     arrival_ms: int
 
 
-Entry = EventEntry | FutureEntry | InvalidEntry
+Entry = EventEntry | TimedUseEntry | AnswerEntry | FutureEntry | InvalidEntry
 
 
 def event_entry(event: Event, src_partition: int, src_offset: int, arrival_ms: int) -> EventEntry:
     """The entry of a valid event read at (`src_partition`, `src_offset`) when the clock read `arrival_ms`."""
-    return EventEntry(
+    fields = (
         src_partition,
         src_offset,
         arrival_ms,
@@ -63,7 +73,9 @@ def event_entry(event: Event, src_partition: int, src_offset: int, arrival_ms: i
         event.feature,
         event.ts_ns,
         event.cohort,
-        event.duration_ms,
-        event.scale,
-        event.score,
     )
+    if event.scale is not None:
+        return AnswerEntry(*fields, event.scale, event.score)  # type: ignore[arg-type]
+    if event.duration_ms is not None:
+        return TimedUseEntry(*fields, event.duration_ms)
+    return EventEntry(*fields)

@@ -40,6 +40,7 @@ MAX_RANK = RECENT_DAYS + 1  # exactly 30 dates of 30 = at least 30 minus at leas
 GAP_CAP = USE_DAYS_KEPT + 1  # a previous use 62 days back is before P of every period (P >= D - 59)
 RANK_SLOTS, GAP_SLOTS = 32, 64  # keys pack (date, k) and (date, gap) into one int
 SLIDE_DAYS_MAX = 100  # further than this, answers are computed again rather than slid
+_NO_DATE = 1 << 62  # later than any date
 assert MAX_RANK < RANK_SLOTS and GAP_CAP < GAP_SLOTS
 
 
@@ -328,7 +329,7 @@ class DatedCounts:
     sums per value over the current period C of each of `periods` (N days), kept live at the state
     stage's date like `UseDates`' answers."""
 
-    __slots__ = ("counts", "firsts", "periods", "slots", "sums", "today")
+    __slots__ = ("counts", "earliest", "firsts", "periods", "slots", "sums", "today")
 
     def __init__(self, periods: tuple[int, ...], slots: int) -> None:
         self.periods = periods
@@ -337,12 +338,14 @@ class DatedCounts:
         self.today: int | None = None
         self.sums: list[list[int]] = []  # [period][value], at `today`
         self.firsts: tuple[int, ...] = ()  # the first date of each C at `today`
+        self.earliest = _NO_DATE  # the first date of the longest C (none before `go_to`)
 
     def add(self, day: int, value: int, count: int) -> None:
         self.counts[day * self.slots + value] += count
-        for first, row in zip(self.firsts, self.sums, strict=True):  # nothing before `go_to`
-            if day >= first:  # in C (a date after D counts as D)
-                row[value] += count
+        if day >= self.earliest:  # in some C (a date after D counts as D); never before `go_to`
+            for first, row in zip(self.firsts, self.sums, strict=True):
+                if day >= first:
+                    row[value] += count
 
     def go_to(self, today: int) -> None:
         current = self.today
@@ -354,6 +357,7 @@ class DatedCounts:
             self.sums = self._computed(today)
         self.today = today
         self.firsts = tuple(today - n + 1 for n in self.periods)
+        self.earliest = min(self.firsts)
 
     def at(self, today: int) -> list[list[int]]:
         """Sums per period and value at date `today` (read only)."""
@@ -393,7 +397,7 @@ class DatedCounts:
         for key, count in other.counts.items():
             if key >= first:
                 self.counts[key] += count
-        self.today, self.sums, self.firsts = None, [], ()
+        self.today, self.sums, self.firsts, self.earliest = None, [], (), _NO_DATE
 
     def __eq__(self, other: object) -> bool:  # the counts (the sums follow from them)
         if not isinstance(other, DatedCounts):

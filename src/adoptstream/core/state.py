@@ -21,7 +21,7 @@ import msgspec
 
 from adoptstream.core.codec import loads
 from adoptstream.core.dedup import SeenShards
-from adoptstream.core.entries import EventEntry, FutureEntry, InvalidEntry
+from adoptstream.core.entries import EventEntry, FutureEntry, InvalidEntry, TimedUseEntry
 from adoptstream.core.events import Outcome
 
 DEDUP_WINDOW_MS = 25 * 3_600_000  # contract: at least 24 h of arrivals; one hour of slack
@@ -91,17 +91,19 @@ class FeatureState(msgspec.Struct, array_like=True, gc=False):
     answers: dict[str, Answer] = {}  # scale -> latest answer about this feature
 
 
-def add_use_day(days: list[int], day: int) -> None:
-    """Add a date of use to an ascending list of distinct dates, keeping those within USE_DAYS_KEPT
-    of the latest."""
+def with_use_day(days: list[int], day: int) -> list[int]:
+    """`days` (ascending, distinct) with `day` added, keeping the dates within USE_DAYS_KEPT of the
+    latest: a new list when the dates change, `days` itself when they do not (the totals tell a
+    user's changed dates of use by the list's identity)."""
     if not days or day > days[-1]:
-        days.append(day)
-        if days[0] < day - USE_DAYS_KEPT:
-            del days[: bisect_left(days, day - USE_DAYS_KEPT)]
-    elif day != days[-1] and day >= days[-1] - USE_DAYS_KEPT:
-        i = bisect_left(days, day)
-        if days[i] != day:
-            days.insert(i, day)
+        first = bisect_left(days, day - USE_DAYS_KEPT)
+        return [*days[first:], day]
+    if day < days[-1] - USE_DAYS_KEPT:
+        return days
+    i = bisect_left(days, day)
+    if days[i] == day:
+        return days
+    return [*days[:i], day, *days[i:]]
 
 
 def add_answer(answers: dict[str, Answer], scale: str, ts: int, score: int) -> None:
@@ -166,7 +168,6 @@ class UserState(msgspec.Struct, array_like=True, gc=False):
         feature = entry.feature  # type: ignore[union-attr]
         if etype == "use":
             day = ts // DAY_NS
-            duration = entry.duration_ms  # type: ignore[union-attr]
             fs = features.get(feature)  # type: ignore[arg-type]
             if fs is None:
                 fs = features[feature] = FeatureState(None, None, ts, ts, 1, [day])  # type: ignore[index]
@@ -181,17 +182,17 @@ class UserState(msgspec.Struct, array_like=True, gc=False):
                     fs.last_use_ns = ts
                 days = fs.use_days
                 if not days or days[-1] != day:  # most uses fall on the latest date
-                    add_use_day(days, day)
+                    fs.use_days = with_use_day(days, day)
             days = self.use_days
             if not days:
-                days.append(day)
+                self.use_days = [day]
             elif days[-1] != day:
-                add_use_day(days, day)
-            if duration is not None:
+                self.use_days = with_use_day(days, day)
+            if type(entry) is TimedUseEntry:
                 times = fs.task_times
                 if times is None:
                     times = fs.task_times = TaskTimes()
-                times.observe(duration)
+                times.observe(entry.duration_ms)
             return _ACCEPTED
         if etype == "exposure":
             fs = features.get(feature)  # type: ignore[arg-type]
@@ -200,7 +201,7 @@ class UserState(msgspec.Struct, array_like=True, gc=False):
             elif _earlier(ts, cohort, fs.exposure_ns, fs.exposure_cohort):
                 fs.exposure_ns, fs.exposure_cohort = ts, cohort
             return _ACCEPTED
-        # feedback: about the feature, if it names one, and about anything ('*')
+        # feedback (an AnswerEntry): about the feature, if it names one, and about anything ('*')
         scale, score = entry.scale, entry.score  # type: ignore[union-attr]
         if feature is not None:
             fs = features.get(feature)
@@ -260,8 +261,8 @@ def _migrate_v1(data: bytes) -> UserState:
     for fs in user.features.values():
         if fs.first_use_ns is not None:
             for ts in (fs.first_use_ns, fs.last_use_ns):
-                add_use_day(fs.use_days, ts // DAY_NS)  # type: ignore[operator]
-                add_use_day(user.use_days, ts // DAY_NS)  # type: ignore[operator]
+                fs.use_days = with_use_day(fs.use_days, ts // DAY_NS)  # type: ignore[operator]
+                user.use_days = with_use_day(user.use_days, ts // DAY_NS)  # type: ignore[operator]
     return user
 
 

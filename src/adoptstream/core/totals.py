@@ -48,6 +48,7 @@ _TTFU_BOUNDS_NS = tuple(b * SECOND_NS for b in TTFU_BUCKETS_S)
 SIGNUP_PERIODS: dict[str, int] = {"1d": 1, "7d": 7, "30d": 30}
 FEEDBACK_PERIODS: dict[str, int] = {"30d": 30, "90d": 90}
 _SIGNUP_N, _FEEDBACK_N = tuple(SIGNUP_PERIODS.values()), tuple(FEEDBACK_PERIODS.values())
+DatesOfUse = dict[str, tuple[list[int], int]]  # feature ('*') -> (its dates of use, date of the first use)
 _SCORE_SLOTS = 16  # answer counts pack (date, score) into one int
 TOTALS_DAYS_KEPT = 91  # C of the 90-day feedback period starts at D - 89 (one day of slack)
 _NO_FLOOR = -(1 << 62)
@@ -137,9 +138,12 @@ class AdoptionTotals:
             outcomes["future"] += sign * user.future
         self.add_adoption(user, sign)
 
-    def add_adoption(self, user: UserState | UserSummary, sign: int = 1) -> None:
+    def add_adoption(
+        self, user: UserState | UserSummary, sign: int = 1, with_dates: bool = True
+    ) -> DatesOfUse | None:
         """`add_user` without the outcome counts (the state stage counts outcomes as it applies).
 
+        `with_dates=False` leaves the dates of use out and returns them, for `replace_use_dates`.
         Once per touched user and batch, so written for speed: the any-feature extremes tracked in
         the loop, the memo cleared only when it holds something.
         """
@@ -147,6 +151,7 @@ class AdoptionTotals:
             self._memo.clear()
         feature_users, uses, active_hours = self.feature_users, self.uses, self.active_hours
         exposed, adopted, ttfu = self.exposed, self.adopted, self.ttfu
+        dates_of_use: DatesOfUse = {}
         use_dates, floor, fix_floor = self.use_dates, self.day_floor, self.fix_floor
         first_use_any = last_use_any = None
         for name, fs in user.features.items():
@@ -161,10 +166,11 @@ class AdoptionTotals:
             first_use = fs.first_use_ns
             uses[name] += sign * fs.uses
             active_hours[name][last_use // HOUR_NS] += sign
-            dates = use_dates.get(name)
-            if dates is None:
-                dates = self._new_use_dates(name)
-            dates.add(fs.use_days, first_use // DAY_NS, sign, floor, fix_floor)  # type: ignore[operator]
+            if with_dates:
+                dates = use_dates.get(name) or self._new_use_dates(name)
+                dates.add(fs.use_days, first_use // DAY_NS, sign, floor, fix_floor)  # type: ignore[operator]
+            else:
+                dates_of_use[name] = (fs.use_days, first_use // DAY_NS)  # type: ignore[operator]
             if fs.task_times is not None:
                 self.task_times[name].add(fs.task_times, sign)
             if last_use_any is None:
@@ -181,10 +187,11 @@ class AdoptionTotals:
                 ttfu[name].observe(first_use - exposure, sign)  # type: ignore[operator]
         if last_use_any is not None:
             active_hours[ANY_FEATURE][last_use_any // HOUR_NS] += sign
-            dates = use_dates.get(ANY_FEATURE)
-            if dates is None:
-                dates = self._new_use_dates(ANY_FEATURE)
-            dates.add(user.use_days, first_use_any // DAY_NS, sign, floor, fix_floor)  # type: ignore[operator]
+            if with_dates:
+                dates = use_dates.get(ANY_FEATURE) or self._new_use_dates(ANY_FEATURE)
+                dates.add(user.use_days, first_use_any // DAY_NS, sign, floor, fix_floor)  # type: ignore[operator]
+            else:
+                dates_of_use[ANY_FEATURE] = (user.use_days, first_use_any // DAY_NS)  # type: ignore[operator]
         if user.answers:
             self._add_answers(ANY_FEATURE, user.answers, sign)
         signup = user.signup_ns
@@ -197,6 +204,30 @@ class AdoptionTotals:
             if first_use_any is not None:
                 adopted[key] += sign
                 ttfu[ANY_FEATURE].observe(first_use_any - signup, sign)
+        return None if with_dates else dates_of_use
+
+    def replace_use_dates(self, before: DatesOfUse | None, after: DatesOfUse | None) -> None:
+        """One user's dates of use were `before` (None: not counted) and are now `after` (None: not
+        to be counted). What did not change (the same list, which the state replaces whenever its
+        dates change, and the same earliest date) is neither removed nor added: a user touched again
+        on a date it already used costs nothing here, whatever its history."""
+        floor, fix_floor = self.day_floor, self.fix_floor
+        if before:
+            for name, (days, first_day) in before.items():
+                now = after.get(name) if after else None
+                if now is None or now[0] is not days or now[1] != first_day:
+                    dates = self.use_dates.get(name)
+                    if dates is None:  # all its counts were dropped (dated before the floor)
+                        dates = self._new_use_dates(name)
+                    dates.add(days, first_day, -1, floor, fix_floor)
+        if after:
+            for name, (days, first_day) in after.items():
+                was = before.get(name) if before else None
+                if was is None or was[0] is not days or was[1] != first_day:
+                    dates = self.use_dates.get(name)
+                    if dates is None:
+                        dates = self._new_use_dates(name)
+                    dates.add(days, first_day, 1, floor, fix_floor)
 
     def _new_use_dates(self, name: str) -> UseDates:
         dates = self.use_dates[name] = UseDates()

@@ -16,7 +16,7 @@ from itertools import chain
 
 from aiokafka import ConsumerRecord, TopicPartition
 
-from adoptstream.core.entries import Entry, EventEntry, FutureEntry, InvalidEntry
+from adoptstream.core.entries import Entry, EventEntry, FutureEntry, InvalidEntry, event_entry
 from adoptstream.core.events import InvalidEvent, Outcome, future_horizon_ns, parse_event
 from adoptstream.runtime import records
 from adoptstream.runtime.config import WorkerConfig
@@ -70,7 +70,7 @@ def route(messages: Iterable[ConsumerRecord], by_user_partitions: int, now_ns: i
             if event.ts_ns > horizon_ns:
                 dead.append(DeadLetter(rec, Outcome.FUTURE, "future: ts more than 5 minutes ahead"))
                 entry = FutureEntry(rec.partition, rec.offset, arrival_ms, user_id)
-            else:  # event_entry(), written out: once per message
+            elif event.duration_ms is None and event.scale is None:  # event_entry(), written out
                 entry = EventEntry(
                     rec.partition,
                     rec.offset,
@@ -81,10 +81,9 @@ def route(messages: Iterable[ConsumerRecord], by_user_partitions: int, now_ns: i
                     event.feature,
                     event.ts_ns,
                     event.cohort,
-                    event.duration_ms,
-                    event.scale,
-                    event.score,
                 )
+            else:
+                entry = event_entry(event, rec.partition, rec.offset, arrival_ms)
             partition = partition_of(user_id, n)
         pack = by_user.get(partition)
         if pack is None:

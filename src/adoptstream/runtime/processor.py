@@ -23,7 +23,7 @@ from adoptstream.core.dedup import DEDUP_PREFIX, INLINE_SEEN_MAX, SeenShards
 from adoptstream.core.entries import InvalidEntry
 from adoptstream.core.events import Outcome
 from adoptstream.core.state import DAY_NS, DEDUP_WINDOW_MS, SourceOutcomes, UserState, UserSummary
-from adoptstream.core.totals import AdoptionTotals
+from adoptstream.core.totals import AdoptionTotals, DatesOfUse
 from adoptstream.runtime import records
 from adoptstream.runtime.config import WorkerConfig
 from adoptstream.runtime.sender import BatchSender
@@ -299,6 +299,7 @@ def apply_batch(
     """
     load, add_adoption = store.load, totals.add_adoption
     users: dict[str, UserState] = {}
+    dates_before: dict[str, DatesOfUse] = {}  # of the users that had a state
     hot: dict[str, SeenShards] = {}
     keys: list[bytes] = []
     invalid: list[InvalidEntry] = []
@@ -319,7 +320,8 @@ def apply_batch(
                 if user is None:
                     user = UserState()
                 else:
-                    add_adoption(user, -1)  # type: ignore[arg-type]
+                    # its dates of use leave the totals at the end, if they changed
+                    dates_before[user_id] = add_adoption(user, -1, False)  # type: ignore
                     if user.dedup_depth:  # type: ignore[union-attr]
                         hot[user_id] = SeenShards(user_id, user.dedup_depth, load)  # type: ignore
                 users[user_id] = user  # type: ignore[assignment]
@@ -350,7 +352,11 @@ def apply_batch(
             user.dedup_depth = memory.depth
             first += before
             last += after
-        add_adoption(user)
+        before = dates_before.get(user_id) if dates_before else None
+        if before is None:
+            add_adoption(user)
+        else:
+            totals.replace_use_dates(before, add_adoption(user, 1, False))
         out.append(user.encode())
     if first or last:
         keys = [key for key, _ in first] + keys + [key for key, _ in last]

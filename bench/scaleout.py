@@ -47,7 +47,8 @@ class ExpectedModel:
         self.offset = 0
 
     def add(self, lines: list[bytes], publish_now_ns: int) -> None:
-        from adoptstream.core.events import InvalidEvent, Outcome, is_future, parse_event
+        from adoptstream.core.entries import FutureEntry, InvalidEntry, event_entry
+        from adoptstream.core.events import InvalidEvent, is_future, parse_event
         from adoptstream.core.state import UserState
 
         for line in lines:
@@ -55,15 +56,15 @@ class ExpectedModel:
             try:
                 ev = parse_event(line)
             except InvalidEvent:
-                self.rejected.apply(Outcome.INVALID, self.offset)
-                continue
-            if is_future(ev.ts_ns, publish_now_ns):
-                self.rejected.apply(Outcome.FUTURE, self.offset)
+                self.rejected.apply(InvalidEntry(0, self.offset, 0))
                 continue
             st = self.users.get(ev.user_id)
             if st is None:
                 st = self.users[ev.user_id] = UserState()
-            st.apply(ev, 0)
+            if is_future(ev.ts_ns, publish_now_ns):
+                st.apply(FutureEntry(0, self.offset, 0, ev.user_id))
+            else:
+                st.apply(event_entry(ev, 0, self.offset, 0))
 
     def samples(self, now_ns: int | None = None) -> common.Samples:
         from prometheus_client import CollectorRegistry, generate_latest

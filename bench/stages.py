@@ -28,6 +28,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
+from adoptstream.core.state import DAY_NS
 from adoptstream.core.totals import AdoptionTotals
 from adoptstream.runtime import records
 from adoptstream.runtime.config import WorkerConfig
@@ -121,7 +122,9 @@ async def run(lines: list[bytes], store: str, stop: str) -> None:
             offsets[p] += 1
     proc = StateProcessor(cfg, BatchSender(LoopbackProducer()), stats)  # type: ignore[arg-type]
     for p in range(PARTITIONS):
-        proc.owned[p] = OwnedPartition(p, open_store(store, cfg.state_dir, p), AdoptionTotals())
+        totals = AdoptionTotals()
+        totals.advance(time.time_ns() // DAY_NS)  # what StateProcessor.assign does
+        proc.owned[p] = OwnedPartition(p, open_store(store, cfg.state_dir, p), totals)
     if stop == "prep":
         return
     c2 = time.process_time()

@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry
 
 from adoptstream.exposition.collector import AdoptionCollector
+from adoptstream.exposition.engagement import EngagementCollector
 from adoptstream.exposition.operations import OperationsCollector
 from adoptstream.exposition.web import WebServer
 from adoptstream.exposition.webconfig import WebConfigError, load_web_config
@@ -60,11 +61,11 @@ class App:
 
 
 def register_collectors(registry: CollectorRegistry, worker: Worker, config: WorkerConfig) -> None:
-    """The contract families, the operations metrics and the standard process/Python metrics."""
-    collector = AdoptionCollector(
+    """The contract families (sections 2 and 3, one feature cap), operations, process and Python metrics."""
+    adoption = AdoptionCollector(
         worker, config.max_features, config.max_cohorts, max_feature_cohorts=config.max_feature_cohorts
     )
-    for part in collector.parts:
+    for part in [*adoption.parts, *EngagementCollector(worker, adoption.features).parts]:
         registry.register(part)
     registry.register(OperationsCollector(worker))
     for standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 
+from adoptstream.core.entries import FutureEntry, InvalidEntry, event_entry
 from adoptstream.core.events import InvalidEvent, is_future, parse_event
 from adoptstream.core.state import SourceOutcomes, UserState
 from adoptstream.core.totals import AdoptionTotals
@@ -292,12 +293,12 @@ def expected_samples(msgs: list[Message], publish_now_ns: int, scrape_now_ns: in
         try:
             event = parse_event(m.value)
         except InvalidEvent:
-            rejected.apply(_outcome("invalid"), offset)
+            rejected.apply(InvalidEntry(0, offset, 0))
             continue
         if is_future(event.ts_ns, publish_now_ns):
-            rejected.apply(_outcome("future"), offset)
+            users.setdefault(event.user_id, UserState()).apply(FutureEntry(0, offset, 0, event.user_id))
             continue
-        users.setdefault(event.user_id, UserState()).apply(event, 0)
+        users.setdefault(event.user_id, UserState()).apply(event_entry(event, 0, offset, 0))
     totals = AdoptionTotals()
     for u in users.values():
         totals.add_user(u)

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from adoptstream.core.entries import event_entry
 from adoptstream.core.events import Event, Outcome
 from adoptstream.core.state import SourceOutcomes, UserState
 from adoptstream.core.totals import HOUR_NS, WINDOWS_DAYS, AdoptionTotals, totals_of, window_start_hour
@@ -37,7 +38,7 @@ class Source:
 def user(*events: Event) -> UserState:
     state = UserState()
     for i, ev in enumerate(events):
-        assert state.apply(ev, 0, 0, i) is Outcome.ACCEPTED
+        assert state.apply(event_entry(ev, 0, i, 0)) is Outcome.ACCEPTED
     return state
 
 
@@ -103,7 +104,7 @@ def test_families_types_and_empty_state() -> None:
 
 def test_outcomes_from_users_and_sources() -> None:
     u = user(ev("u", "use", "f", T - HOUR, eid="a"))
-    u.apply(ev("u", "use", "f", T - HOUR, eid="a"), 0, 0, 9)  # duplicate
+    u.apply(event_entry(ev("u", "use", "f", T - HOUR, eid="a"), 0, 9, 0))  # duplicate
     src = SourceOutcomes(last_offset=5, invalid=3, future=2)
     s = scrape(make(totals_of([u], [src])))
     assert [
@@ -322,7 +323,7 @@ def test_every_scrape_reflects_current_totals() -> None:
     # a late, earlier exposure moves the user to another cohort; updated incrementally like the runtime
     totals = source.totals
     totals.add_user(u, -1)
-    u.apply(ev("u", "exposure", "f", T - 3 * DAY, "early"), 0, 0, 99)
+    u.apply(event_entry(ev("u", "exposure", "f", T - 3 * DAY, "early"), 0, 99, 0))
     totals.add_user(u, +1)
     s2 = scrape(collector)
     assert series(s2, "adoptstream_exposed_users", "cohort") == {"early"}  # no stale 'late-cohort' series
@@ -358,7 +359,9 @@ def test_stale_zero_cohort_does_not_take_a_cap_slot() -> None:
     u = user(ev("u", "exposure", "f", T - DAY, "alpha"))
     totals = totals_of([u])
     totals.add_user(u, -1)  # the runtime's incremental update
-    u.apply(ev("u", "exposure", "f", T - 2 * DAY, "beta"), 0, 0, 5)  # earlier: the cohort is now beta
+    u.apply(
+        event_entry(ev("u", "exposure", "f", T - 2 * DAY, "beta"), 0, 5, 0)
+    )  # earlier: the cohort is now beta
     totals.add_user(u, +1)
     after_restart = scrape(make(totals_of([u]), max_cohorts=1))
     assert after_restart[k("adoptstream_exposed_users", feature="f", cohort="beta")] == 1

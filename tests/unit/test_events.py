@@ -351,6 +351,47 @@ def _objects(draw: st.DrawFn) -> dict[str, Any]:
     return obj
 
 
+_v2_values = st.one_of(
+    _values,
+    st.sampled_from(["nps", "csat", "ces", "NPS", 0, -1, 1, 5, 7, 10, 11, 86_400_000, 86_400_001]),
+)
+
+
+@st.composite
+def _objects_v2(draw: st.DrawFn) -> dict[str, Any]:
+    """Objects of every type, with v2 fields (right, wrong or ignored) on any of them."""
+    obj = draw(_objects())
+    obj["type"] = draw(st.sampled_from(["signup", "exposure", "use", "feedback", "feedback"]))
+    if obj["type"] == "feedback" and draw(st.booleans()):
+        obj.update(scale=draw(st.sampled_from(["nps", "csat", "ces"])), score=draw(st.integers(-1, 11)))
+    for key in draw(st.lists(st.sampled_from(["scale", "score", "duration_ms", "feature"]), max_size=3)):
+        if draw(st.booleans()):
+            obj.pop(key, None)
+        else:
+            obj[key] = draw(_v2_values)
+    return obj
+
+
+_MODEL_V2 = "feedback" in getattr(model, "TYPES", ())  # the model of section 3 (tests/unit/model.py)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_objects_v2())
+def test_v2_parser_agrees_with_model(obj: dict[str, Any]) -> None:
+    if not _MODEL_V2:
+        pytest.skip("the reference model does not read section 3 yet")
+    raw = json.dumps(obj, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    expected = model.parse(raw)
+    try:
+        got = parse_event(raw)
+    except InvalidEvent:
+        assert expected is None, f"implementation rejects, model accepts {raw!r}"
+        return
+    assert expected is not None, f"implementation accepts, model rejects {raw!r}"
+    fields = ("event_id", "user_id", "type", "feature", "ts_ns", "cohort", "scale", "score", "duration_ms")
+    assert [getattr(got, f) for f in fields] == [getattr(expected, f) for f in fields]
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_objects())
 def test_parser_agrees_with_model(obj: dict[str, Any]) -> None:
@@ -617,16 +658,16 @@ def _judged(parse: Any, raw: bytes | None) -> object:
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_objects(), st.integers(0, 10_000), st.binary(min_size=0, max_size=3), st.booleans())
+@given(_objects_v2(), st.integers(0, 10_000), st.binary(min_size=0, max_size=3), st.booleans())
 def test_fast_path_agrees_with_checked_path(
     obj: dict[str, Any], where: int, junk: bytes, replace: bool
 ) -> None:
-    from adoptstream.core.events import _parse_fields_checked, parse_fields
+    from adoptstream.core.events import _parse_checked
 
     raw = json.dumps(obj, ensure_ascii=False).encode("utf-8", "surrogatepass")
     i = where % (len(raw) + 1)
     mutated = raw[:i] + junk + raw[i + (len(junk) if replace else 0) :]
-    assert _judged(parse_fields, mutated) == _judged(_parse_fields_checked, mutated), mutated
+    assert _judged(parse_event, mutated) == _judged(_parse_checked, mutated), mutated
 
 
 @pytest.mark.parametrize(
@@ -659,3 +700,112 @@ def test_fast_path_hands_odd_but_valid_events_to_the_checked_path() -> None:
     assert parse_event(raw).user_id == "u1"
     with pytest.raises(InvalidEvent):
         parse_event(msg(ts=True))
+
+
+# -- section 3.1: feedback and task durations -----------------------------------------------------------
+
+
+def _answer(score: bytes, scale: bytes = b'"nps"', extra: bytes = b"") -> bytes:
+    return b'{"event_id":"e","user_id":"u","type":"feedback","ts":1,"scale":%s,"score":%s%s}' % (
+        scale,
+        score,
+        extra,
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (_answer(b"5"), (None, "nps", 5)),
+        (_answer(b"-0"), (None, "nps", 0)),  # a JSON integer: no fraction or exponent part
+        (_answer(b"0"), (None, "nps", 0)),
+        (_answer(b"10"), (None, "nps", 10)),
+        (_answer(b"1", b'"csat"'), (None, "csat", 1)),
+        (_answer(b"5", b'"csat"'), (None, "csat", 5)),
+        (_answer(b"7", b'"ces"'), (None, "ces", 7)),
+        (_answer(b"3", extra=b',"feature":"search"'), ("search", "nps", 3)),
+        (_answer(b"3", extra=b',"feature":null'), (None, "nps", 3)),  # null: about the whole product
+        (_answer(b"3", extra=b',"duration_ms":"x","cohort":"w"'), (None, "nps", 3)),  # ignored there
+    ],
+)
+def test_valid_answers(raw: bytes, expected: tuple[str | None, str, int]) -> None:
+    for parse in (parse_event, _parse_checked_path()):
+        event = parse(raw)
+        assert (event.feature, event.scale, event.score) == expected
+        assert event.type == "feedback" and event.duration_ms is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _answer(b"5.0"),
+        _answer(b"5e0"),
+        _answer(b"5E+0"),
+        _answer(b"-0.0"),
+        _answer(b"true"),
+        _answer(b"false"),
+        _answer(b'"5"'),
+        _answer(b"null"),
+        _answer(b"[5]"),
+        _answer(b"11"),
+        _answer(b"-1"),
+        _answer(b"99999999999999999999999"),
+        _answer(b"0", b'"csat"'),
+        _answer(b"6", b'"csat"'),
+        _answer(b"0", b'"ces"'),
+        _answer(b"8", b'"ces"'),
+        _answer(b"-0", b'"csat"'),
+        _answer(b"5", b'"NPS"'),
+        _answer(b"5", b'"stars"'),
+        _answer(b"5", b"null"),
+        _answer(b"5", b'["nps"]'),
+        _answer(b"5", extra=b',"feature":"Search"'),
+        _answer(b"5", extra=b',"feature":5'),
+        b'{"event_id":"e","user_id":"u","type":"feedback","ts":1,"scale":"nps"}',
+        b'{"event_id":"e","user_id":"u","type":"feedback","ts":1,"score":5}',
+    ],
+)
+def test_invalid_answers(raw: bytes) -> None:
+    for parse in (parse_event, _parse_checked_path()):
+        with pytest.raises(InvalidEvent):
+            parse(raw)
+
+
+def _use(extra: bytes, etype: bytes = b"use") -> bytes:
+    return b'{"event_id":"e","user_id":"u","type":"%s","feature":"f","ts":1%s}' % (etype, extra)
+
+
+@pytest.mark.parametrize(
+    ("raw", "duration_ms"),
+    [
+        (_use(b""), None),
+        (_use(b',"duration_ms":0'), 0),
+        (_use(b',"duration_ms":-0'), 0),
+        (_use(b',"duration_ms":500'), 500),
+        (_use(b',"duration_ms":86400000'), 86_400_000),
+        # other types ignore the field, whatever it holds
+        (_use(b',"duration_ms":null', b"exposure"), None),
+        (_use(b',"duration_ms":-5.5', b"exposure"), None),
+        (b'{"event_id":"e","user_id":"u","type":"signup","ts":1,"duration_ms":"x"}', None),
+        (_answer(b"1", extra=b',"duration_ms":true'), None),
+    ],
+)
+def test_durations(raw: bytes, duration_ms: int | None) -> None:
+    for parse in (parse_event, _parse_checked_path()):
+        assert parse(raw).duration_ms == duration_ms
+
+
+@pytest.mark.parametrize(
+    "value", [b"null", b"1.0", b"1e3", b"-1", b"86400001", b'"5"', b"true", b"[1]", b"{}", b"1e400"]
+)
+def test_any_other_duration_makes_a_use_invalid(value: bytes) -> None:
+    raw = _use(b',"duration_ms":' + value)
+    for parse in (parse_event, _parse_checked_path()):
+        with pytest.raises(InvalidEvent, match=r"duration_ms|JSON"):  # 1e400 is beyond a double
+            parse(raw)
+
+
+def _parse_checked_path() -> Any:
+    from adoptstream.core.events import _parse_checked
+
+    return _parse_checked

@@ -12,14 +12,14 @@ import pytest
 pytest.importorskip("rocksdict")
 
 from adoptstream.core.state import UserState
-from adoptstream.runtime.store import CHANGELOG_ID_KEY, RocksStore, is_store_error, user_key
+from adoptstream.runtime.store import RocksStore, user_key
 
 
 def _write_and_die(path: str, flush_interval_s: float, idle: bool) -> None:
     store = RocksStore(Path(path), flush_interval_s=flush_interval_s)
     state = UserState(accepted=1)
     for offset in range(3):  # as the state stage does: a save, then a flush if one is due
-        store.save([user_key(f"u{offset}")], [state], [state.encode()], offset)
+        store.save([user_key(f"u{offset}")], [state.encode()], offset)
         store.maybe_flush()
     if idle:  # the interval has passed with no more writes: the worker's idle tick flushes
         store._flush_at = 0.0
@@ -66,7 +66,7 @@ def test_reads_and_full_scan_span_memtables_and_files(tmp_path: Path) -> None:
         for round_, chunk in enumerate((ids[:300], ids[200:])):  # overlap: later values win
             keys = [user_key(i) for i in chunk]
             states = [UserState(accepted=round_ * 1000 + n) for n in range(len(chunk))]
-            store.save(keys, states, [s.encode() for s in states], round_)
+            store.save(keys, [s.encode() for s in states], round_)
             expected.update((k, s.accepted) for k, s in zip(keys, states, strict=True))
             if round_ == 0:
                 store._db.flush()  # the first round goes to a file, the second stays in memory
@@ -86,25 +86,3 @@ def test_reads_and_full_scan_span_memtables_and_files(tmp_path: Path) -> None:
         reopened.close()
 
 
-def test_store_errors_are_told_from_other_errors(tmp_path: Path) -> None:
-    blocked = tmp_path / "p0000"
-    blocked.write_text("a file where the store's directory goes\n")
-    with pytest.raises(Exception) as raised:
-        RocksStore(blocked)
-    assert is_store_error(raised.value)  # rocksdict's "File exists (os error 17)"
-    assert is_store_error(Exception("IO error: No space left on device: While appending to file"))
-    assert is_store_error(PermissionError("read-only"))
-    assert not is_store_error(Exception("something else"))
-    assert not is_store_error(ValueError("IO error: a ValueError is a bug, not the disk"))
-
-
-def test_meta_values_live_beside_the_states(tmp_path: Path) -> None:
-    store = RocksStore(tmp_path / "s")
-    store.set_meta(CHANGELOG_ID_KEY, b"abc")
-    state = UserState(accepted=1)
-    store.save([user_key("u")], [state], [state.encode()], 0)
-    store.close()
-    reopened = RocksStore(tmp_path / "s")
-    assert reopened.meta(CHANGELOG_ID_KEY) == b"abc"
-    assert [key for key, _ in reopened.states()] == [user_key("u")]  # no meta key among the states
-    reopened.close()

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adoptstream.core.entries import AnswerEntry, EventEntry, TimedUseEntry
 from adoptstream.core.state import SourceOutcomes, UserState, decode_summary
 from adoptstream.core.totals import AdoptionTotals, totals_of
 from adoptstream.runtime import store as store_module
@@ -18,21 +19,34 @@ HOUR_NS = 3_600 * 10**9
 T0 = 1_717_200_000 * 10**9
 
 _event = st.tuples(
-    st.sampled_from(["signup", "exposure", "use"]),
-    st.sampled_from(["search", "export", "dark-mode"]),
+    st.sampled_from(["signup", "exposure", "use", "use", "feedback"]),
+    st.sampled_from(["search", "export", "dark-mode", None]),
     st.one_of(
         st.integers(-5 * HOUR_NS, 40 * 24 * HOUR_NS),  # spans hours, days and every TTFU bucket
-        st.just(-(2**70)),  # before 1677: beyond 64 bits, so the state is stored as a wide blob
+        st.integers(-100 * 24 * HOUR_NS, 0),  # dates of use further back than a state keeps
+        st.just(-(2**70)),  # before 1677: beyond 64 bits
     ),
     st.sampled_from([None, "wave-1", "wave-2"]),
+    st.one_of(st.none(), st.sampled_from([0, 500, 501, 3_600_001, 86_400_000])),
+    st.tuples(st.sampled_from(["nps", "csat", "ces"]), st.integers(1, 5)),
 )
 
 
 @st.composite
 def users(draw: st.DrawFn) -> UserState:
     user = UserState()
-    for i, (etype, feature, dt, cohort) in enumerate(draw(st.lists(_event, max_size=6))):
-        user.apply_fields(f"e{i}", etype, feature, T0 + dt, cohort, 0)
+    for i, (etype, feature, dt, cohort, duration, (scale, score)) in enumerate(
+        draw(st.lists(_event, max_size=8))
+    ):
+        if etype in ("exposure", "use") and feature is None:
+            feature = "search"
+        fields = (0, i, 0, "u", f"e{i}", etype, feature, T0 + dt, cohort)
+        if etype == "use" and duration is not None:
+            user.apply(TimedUseEntry(*fields, duration))
+        elif etype == "feedback":
+            user.apply(AnswerEntry(*fields, scale, score))
+        else:
+            user.apply(EventEntry(*fields))
     return user
 
 
@@ -66,7 +80,7 @@ def test_a_summary_contributes_what_the_whole_state_does(user: UserState) -> Non
 
 def test_a_summary_refuses_another_state_version() -> None:
     with pytest.raises(ValueError, match="version"):
-        decode_summary(b"[2,null,null,0,0,{},{},[],0]")
+        decode_summary(b"[3,null,null,0,0,{},{},{},0,[],{}]")
 
 
 def test_ttfu_sums_beyond_64_bits_survive() -> None:
@@ -78,14 +92,15 @@ def test_ttfu_sums_beyond_64_bits_survive() -> None:
 def test_unknown_version_is_refused() -> None:
     with pytest.raises(ValueError, match="version"):
         AdoptionTotals.decode(b"[9,{},{},[],[],[],[],{}]")
+    with pytest.raises(ValueError, match="version"):  # a snapshot of version 1: the totals are derived
+        AdoptionTotals.decode(b"[1,{},{},[],[],[],[],{}]")
 
 
 State = UserState | SourceOutcomes
 
 
 def _save(store: RocksStore | MemoryStore, states: dict[bytes, State], offset: int) -> None:
-    keys = list(states)
-    store.save(keys, list(states.values()), [s.encode() for s in states.values()], offset)
+    store.save(list(states), [s.encode() for s in states.values()], offset)
 
 
 def test_snapshot_is_used_only_while_it_matches_the_stored_offset(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Event format of CONTRACT section 1: strict parsing and validation.
+"""Event format of CONTRACT sections 1 and 3.1: strict parsing and validation.
 
 `parse_event` turns one Kafka message value into an `Event` or raises `InvalidEvent` with a short
 reason. Event time is kept as integer nanoseconds since the epoch (`ts_ns`) so that differences and
@@ -8,7 +8,6 @@ bucket boundaries are exact.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from enum import Enum
@@ -23,7 +22,9 @@ MAX_EVENT_BYTES = 65_536
 MAX_NESTING = 1024
 FUTURE_TOLERANCE_NS = 5 * 60 * 1_000_000_000
 NS_PER_MS = 1_000_000
-EVENT_TYPES = frozenset(("signup", "exposure", "use"))
+EVENT_TYPES = frozenset(("signup", "exposure", "use", "feedback"))
+SCALES: dict[str, tuple[int, int]] = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}  # lowest, highest score
+MAX_DURATION_MS = 86_400_000
 FEATURE_RE = re.compile(r"[a-z0-9][a-z0-9_.:/-]{0,127}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -45,75 +46,90 @@ class InvalidEvent(ValueError):
         self.reason = reason
 
 
-@dataclass(slots=True)
-class Event:
-    """One valid usage event. `feature` is None for signups, `cohort` None when absent."""
+class Event(msgspec.Struct, gc=False):
+    """One valid event. `feature` is None for signups (and answers about the product as a whole),
+    `cohort` None when absent; `duration_ms` only on uses that carry one, `scale` and `score` only on
+    feedback."""
 
     event_id: str
     user_id: str
-    type: str
+    type: str  # signup | exposure | use | feedback
     feature: str | None
     ts_ns: int
     cohort: str | None
+    duration_ms: int | None = None
+    scale: str | None = None
+    score: int | None = None
 
 
-def parse_event(value: bytes | None) -> Event:
-    """Parse and validate one message value; raise `InvalidEvent` on any rule broken."""
-    return Event(*parse_fields(value))
-
-
-EventFields = tuple[str, str, str, "str | None", int, "str | None"]
+_UNSET = msgspec.UNSET
 
 
 class _Wire(msgspec.Struct):
-    """The contract's fields as msgspec decodes them straight from the bytes (others are skipped)."""
+    """The contract's fields as msgspec decodes them straight from the bytes (others are skipped).
+
+    msgspec's `int` takes a JSON integer only (no fraction or exponent part, not a boolean, not a
+    string); a field this struct types but an event type ignores (a `score` on a use) with another
+    type makes the fast path give way to the checked path, which ignores it.
+    """
 
     event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
     user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-    type: Literal["signup", "exposure", "use"]
+    type: Literal["signup", "exposure", "use", "feedback"]
     ts: int | float | str
     feature: str | None = None
     cohort: str | None = None
+    duration_ms: int | msgspec.UnsetType = _UNSET  # null is not absent: a use with it is invalid
+    scale: str | msgspec.UnsetType = _UNSET
+    score: int | msgspec.UnsetType = _UNSET
 
 
 _decode_wire = msgspec.json.Decoder(_Wire).decode
 
 
-def parse_fields(value: bytes | None) -> EventFields:
-    """`parse_event` without the object: (event_id, user_id, type, feature, ts_ns, cohort).
+def parse_event(value: bytes | None) -> Event:
+    """Parse and validate one message value; raise `InvalidEvent` on any rule broken.
 
     Fast path: msgspec decodes and type-checks the contract's fields in C, without building a dict;
     the rest is checked here. Anything it does not take (a wrong type, deep nesting, bad JSON) goes
-    to `_parse_fields_checked`, which decides (it may still accept) and gives the reason. msgspec
+    to `_parse_checked`, which decides (it may still accept) and gives the reason. msgspec
     skips unknown fields without checking their UTF-8, hence the explicit check of non-ASCII input.
     """
     if value is None or len(value) > MAX_EVENT_BYTES:
-        return _parse_fields_checked(value)
+        return _parse_checked(value)
     # the nesting cap: msgspec has none of its own (how deep it goes depends on the Python version)
     if len(value) > MAX_NESTING and value.count(b"[") + value.count(b"{") > MAX_NESTING:
-        return _parse_fields_checked(value)
+        return _parse_checked(value)
     try:
         if not value.isascii():
             value.decode()  # strict UTF-8: no junk bytes, no encoded surrogates
         wire = _decode_wire(value)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError
-        return _parse_fields_checked(value)
+        return _parse_checked(value)
     etype = wire.type
+    duration_ms = scale = score = None
     if etype == "signup":
         feature = None
+    elif etype == "feedback":
+        feature = wire.feature  # optional: null or absent, the answer is about the whole product
+        if feature is not None and feature not in _valid_features:
+            _check_feature(feature)
+        scale, score = _check_answer(wire.scale, wire.score)
     else:
         feature = wire.feature
         if feature is None or feature not in _valid_features:
             _check_feature(feature)
+        if etype == "use" and wire.duration_ms is not _UNSET:
+            duration_ms = _check_duration(wire.duration_ms)
     ts_ns = parse_ts_ns(wire.ts)
     cohort = wire.cohort
     if cohort is not None and cohort not in _valid_cohorts:
         _check_cohort(cohort)
-    return wire.event_id, wire.user_id, etype, feature, ts_ns, cohort
+    return Event(wire.event_id, wire.user_id, etype, feature, ts_ns, cohort, duration_ms, scale, score)
 
 
-def _parse_fields_checked(value: bytes | None) -> EventFields:
-    """`parse_fields` through orjson and checks in Python: decides every message and says why."""
+def _parse_checked(value: bytes | None) -> Event:
+    """`parse_event` through orjson and checks in Python: decides every message and says why."""
     if value is None:
         raise InvalidEvent("empty message (null value)")
     if len(value) > MAX_EVENT_BYTES:
@@ -134,21 +150,29 @@ def _parse_fields_checked(value: bytes | None) -> EventFields:
     if type(user_id) is not str or not 0 < len(user_id) <= 256:
         raise InvalidEvent("user_id must be a string of 1-256 characters")
     etype = get("type")
+    duration_ms = scale = score = None
     if etype == "use" or etype == "exposure":
         feature = get("feature")
         if type(feature) is not str or feature not in _valid_features:
             _check_feature(feature)
+        if etype == "use" and "duration_ms" in obj:
+            duration_ms = _check_duration(obj["duration_ms"])
     elif etype == "signup":
         feature = None
+    elif etype == "feedback":
+        feature = get("feature")
+        if feature is not None and (type(feature) is not str or feature not in _valid_features):
+            _check_feature(feature)
+        scale, score = _check_answer(get("scale", _UNSET), get("score", _UNSET))
     else:
-        raise InvalidEvent("type must be one of signup, exposure, use")
+        raise InvalidEvent("type must be one of signup, exposure, use, feedback")
     if "ts" not in obj:
         raise InvalidEvent("ts missing")
     ts_ns = parse_ts_ns(obj["ts"])
     cohort = get("cohort")
     if cohort is not None and (type(cohort) is not str or cohort not in _valid_cohorts):
         _check_cohort(cohort)
-    return event_id, user_id, etype, feature, ts_ns, cohort
+    return Event(event_id, user_id, etype, feature, ts_ns, cohort, duration_ms, scale, score)
 
 
 # Values already found valid: most events repeat a few features and cohorts, so the checks run once.
@@ -169,6 +193,24 @@ def _check_cohort(cohort: object) -> None:
         raise InvalidEvent("cohort must be 1-64 printable characters")
     if len(_valid_cohorts) < _KNOWN_CAP:
         _valid_cohorts.add(cohort)
+
+
+def _check_answer(scale: object, score: object) -> tuple[str, int]:
+    """A feedback's (scale, score): a known scale and a JSON integer in its range."""
+    bounds = SCALES.get(scale) if type(scale) is str else None  # type: ignore[call-overload]
+    if bounds is None:
+        raise InvalidEvent("scale must be one of nps, csat, ces")
+    low, high = bounds
+    if type(score) is not int or not low <= score <= high:  # type() excludes booleans
+        raise InvalidEvent(f"score must be a JSON integer from {low} to {high} on the {scale} scale")
+    return scale, score  # type: ignore[return-value]
+
+
+def _check_duration(duration_ms: object) -> int:
+    """A use's `duration_ms`: when present, a JSON integer from 0 to 86,400,000."""
+    if type(duration_ms) is not int or not 0 <= duration_ms <= MAX_DURATION_MS:
+        raise InvalidEvent(f"duration_ms must be a JSON integer from 0 to {MAX_DURATION_MS}")
+    return duration_ms
 
 
 def parse_ts_ns(ts: object) -> int:

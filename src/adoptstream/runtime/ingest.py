@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from itertools import chain
 
 from aiokafka import ConsumerRecord, TopicPartition
 
-from adoptstream.core.events import InvalidEvent, Outcome, future_horizon_ns, parse_fields
+from adoptstream.core.entries import Entry, EventEntry, FutureEntry, InvalidEntry, event_entry
+from adoptstream.core.events import InvalidEvent, Outcome, future_horizon_ns, parse_event
 from adoptstream.runtime import records
 from adoptstream.runtime.config import WorkerConfig
 from adoptstream.runtime.sender import BatchSender
@@ -26,6 +30,69 @@ OUTCOME_HEADER = "adoptstream-outcome"
 SOURCE_HEADER = "adoptstream-source"
 
 
+@dataclass(slots=True)
+class DeadLetter:
+    """A rejected input message: it goes byte for byte to the dead-letter topic with its reason."""
+
+    record: ConsumerRecord
+    outcome: Outcome
+    reason: str
+
+
+@dataclass(slots=True)
+class Routed:
+    """Where the messages of one batch go."""
+
+    by_user: dict[int, list[Entry]]  # by-user partition -> its entries, in input order
+    dead_letters: list[DeadLetter]
+
+
+def route(messages: Iterable[ConsumerRecord], by_user_partitions: int, now_ns: int) -> Routed:
+    """Validate every input message and re-key it by user: the ingest stage without its I/O.
+
+    `now_ns` is the monitor's clock: it decides the future rule and stamps every entry's arrival.
+    """
+    horizon_ns = future_horizon_ns(now_ns)
+    arrival_ms = now_ns // 1_000_000
+    n = by_user_partitions
+    partition_of = records.user_partition
+    by_user: dict[int, list[Entry]] = {}
+    dead: list[DeadLetter] = []
+    for rec in messages:
+        try:
+            event = parse_event(rec.value)
+        except InvalidEvent as exc:
+            dead.append(DeadLetter(rec, Outcome.INVALID, f"invalid: {exc.reason}"))
+            entry: Entry = InvalidEntry(rec.partition, rec.offset, arrival_ms)
+            partition = records.rejection_partition(rec.partition, n)
+        else:
+            user_id = event.user_id
+            if event.ts_ns > horizon_ns:
+                dead.append(DeadLetter(rec, Outcome.FUTURE, "future: ts more than 5 minutes ahead"))
+                entry = FutureEntry(rec.partition, rec.offset, arrival_ms, user_id)
+            elif event.duration_ms is None and event.scale is None:  # event_entry(), written out
+                entry = EventEntry(
+                    rec.partition,
+                    rec.offset,
+                    arrival_ms,
+                    user_id,
+                    event.event_id,
+                    event.type,
+                    event.feature,
+                    event.ts_ns,
+                    event.cohort,
+                )
+            else:
+                entry = event_entry(event, rec.partition, rec.offset, arrival_ms)
+            partition = partition_of(user_id, n)
+        pack = by_user.get(partition)
+        if pack is None:
+            by_user[partition] = [entry]
+        else:
+            pack.append(entry)
+    return Routed(by_user, dead)
+
+
 class Ingest:
     """Turns one batch of input records into by-user and dead-letter records."""
 
@@ -36,82 +103,42 @@ class Ingest:
         stats: WorkerStats,
         by_user_partitions: int,
         dlq_partitions: int,
+        clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self._config = config
         self._sender = sender
         self._stats = stats
         self._by_user = by_user_partitions
         self._dlq_partitions = dlq_partitions
+        self._clock_ns = clock_ns
 
     async def process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> dict[TopicPartition, int]:
         """Route every record, wait for the acks, and return the offsets to commit."""
         started = time.perf_counter()
-        now_ns = time.time_ns()
-        horizon_ns = future_horizon_ns(now_ns)
-        arrival_ms = now_ns // 1_000_000
-        n = self._by_user
-        partition_of, fields_entry = records.user_partition, records.fields_entry
-        packs: dict[int, list[records.Entry]] = {}  # by-user partition -> entries, in input order
-        rejected = {Outcome.INVALID: 0, Outcome.FUTURE: 0}
-        commit: dict[TopicPartition, int] = {}
-        total = 0
-        for tp, recs in batch.items():
-            src = tp.partition
-            for rec in recs:
-                try:
-                    fields = parse_fields(rec.value)
-                except InvalidEvent as exc:
-                    self._reject(packs, rec, Outcome.INVALID, f"invalid: {exc.reason}", arrival_ms)
-                    rejected[Outcome.INVALID] += 1
-                    continue
-                if fields[4] > horizon_ns:  # ts_ns
-                    reason = "future: ts more than 5 minutes ahead"
-                    self._reject(packs, rec, Outcome.FUTURE, reason, arrival_ms, fields[1])
-                    rejected[Outcome.FUTURE] += 1
-                    continue
-                entry = fields_entry(fields, src, rec.offset, arrival_ms)
-                partition = partition_of(entry[3], n)
-                pack = packs.get(partition)
-                if pack is None:
-                    packs[partition] = [entry]
-                else:
-                    pack.append(entry)
-            commit[tp] = recs[-1].offset + 1
-            total += len(recs)
+        now_ns = self._clock_ns()
+        routed = route(chain.from_iterable(batch.values()), self._by_user, now_ns)
         out_topic, append = self._config.repartition_topic, self._sender.append
-        for partition, entries in packs.items():
+        arrival_ms = now_ns // 1_000_000
+        for partition, entries in routed.by_user.items():
             for value in records.packs(entries):  # CreateTime: when this batch arrived
                 append(out_topic, partition, None, value, timestamp_ms=arrival_ms)
+        dlq, dlq_partitions = self._config.dlq_topic, self._dlq_partitions
+        rejected = {Outcome.INVALID: 0, Outcome.FUTURE: 0}
+        for dead in routed.dead_letters:
+            rec = dead.record
+            headers = [
+                *(rec.headers or ()),
+                (REASON_HEADER, dead.reason[:1000].encode()),
+                (OUTCOME_HEADER, dead.outcome.value.encode()),
+                (SOURCE_HEADER, f"{rec.topic}/{rec.partition}/{rec.offset}".encode()),
+            ]
+            append(dlq, rec.partition % dlq_partitions, rec.key, rec.value, headers)
+            rejected[dead.outcome] += 1
         await self._sender.flush()
         stats = self._stats
-        stats.processed.labels("ingest").inc(total)
+        stats.processed.labels("ingest").inc(sum(len(recs) for recs in batch.values()))
         for outcome, count in rejected.items():
             if count:
                 stats.dead_letters.labels(outcome.value).inc(count)
         stats.batch_duration.labels("ingest").observe(time.perf_counter() - started)
-        return commit
-
-    def _reject(
-        self,
-        packs: dict[int, list[records.Entry]],
-        rec: ConsumerRecord,
-        outcome: Outcome,
-        reason: str,
-        arrival_ms: int,
-        user_id: str | None = None,
-    ) -> None:
-        headers = [
-            *(rec.headers or ()),
-            (REASON_HEADER, reason[:1000].encode()),
-            (OUTCOME_HEADER, outcome.value.encode()),
-            (SOURCE_HEADER, f"{rec.topic}/{rec.partition}/{rec.offset}".encode()),
-        ]
-        self._sender.append(
-            self._config.dlq_topic, rec.partition % self._dlq_partitions, rec.key, rec.value, headers
-        )
-        if user_id is None:  # invalid: counted per input partition
-            partition = records.rejection_partition(rec.partition, self._by_user)
-        else:  # future: counted in the user's state
-            partition = records.user_partition(user_id, self._by_user)
-        entry = records.rejection_entry(outcome, rec.partition, rec.offset, arrival_ms, user_id)
-        packs.setdefault(partition, []).append(entry)
+        return {tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs}

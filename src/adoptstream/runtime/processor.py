@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from adoptstream.core.codec import dumps, loads
+from adoptstream.core.dedup import DEDUP_PREFIX, INLINE_SEEN_MAX, SeenShards
+from adoptstream.core.entries import InvalidEntry
 from adoptstream.core.events import Outcome
-from adoptstream.core.state import SourceOutcomes, UserState, UserSummary
-from adoptstream.core.totals import AdoptionTotals
+from adoptstream.core.state import DAY_NS, DEDUP_WINDOW_MS, SourceOutcomes, UserState, UserSummary
+from adoptstream.core.totals import AdoptionTotals, DatesOfUse
 from adoptstream.runtime import records
 from adoptstream.runtime.config import WorkerConfig
 from adoptstream.runtime.connection import client_options
@@ -31,6 +33,7 @@ from adoptstream.runtime.stats import WorkerStats
 from adoptstream.runtime.store import (
     CHANGELOG_ID_KEY,
     META_PREFIX,
+    SOURCE_PREFIX,
     USER_PREFIX,
     PartitionStore,
     Snapshot,
@@ -45,6 +48,7 @@ from adoptstream.runtime.topics import RESET_HINT, TopicLayout, TopicMismatch
 log = logging.getLogger(__name__)
 RESTORE_CHUNK = 50_000
 SOURCE_KEY = META_PREFIX + b"source"  # in each changelog partition: the topics its states were built from
+_ACCEPTED, _DUPLICATE, _FUTURE = Outcome.ACCEPTED, Outcome.DUPLICATE, Outcome.FUTURE
 
 
 @dataclass(slots=True)
@@ -74,15 +78,31 @@ class StateProcessor:
         sender: BatchSender,
         stats: WorkerStats,
         layout: TopicLayout | None = None,
+        clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self._config = config
         self._sender = sender
         self._stats = stats
         self._layout = layout
+        self._clock_ns = clock_ns
         self.owned: dict[int, OwnedPartition] = {}
         self.restoring = False
         self._version = 0  # bumped whenever any owned totals may change
         self._merged: tuple[int, AdoptionTotals] | None = None
+        self._today = clock_ns() // DAY_NS
+
+    def _turn_of_day(self) -> None:
+        """At a new UTC date, drop from every partition's totals what no period reaches any more.
+
+        The periods themselves move on at scrape time (the totals are keyed by date): this only keeps
+        the date-keyed counts bounded, and costs a pass over them, not over the users.
+        """
+        today = self._clock_ns() // DAY_NS
+        if today != self._today:
+            self._today = today
+            for owned in self.owned.values():
+                owned.totals.advance(today)
+            self._version += 1
 
     # -- assignment -------------------------------------------------------------------------------
 
@@ -119,9 +139,9 @@ class StateProcessor:
                         await self._check_source(p, store)
                         totals = snapshots.get(p)
                         if totals is None:
-                            totals = AdoptionTotals()
-                            for key, state in store.summaries():
-                                _add_stored(totals, key, state)
+                            totals = derive_totals(store, self._today)
+                        else:
+                            totals.advance(self._today)
                     except Exception as exc:
                         failed[p] = exc
                     else:
@@ -222,6 +242,7 @@ class StateProcessor:
 
     def idle(self) -> None:
         """Nothing to process: let the stores do their periodic work (RocksDB memtable flushes)."""
+        self._turn_of_day()
         for owned in self.owned.values():
             owned.store.maybe_flush(owned.snapshot(), idle=True)
 
@@ -270,7 +291,7 @@ class StateProcessor:
                 else:
                     consumer.pause(tp)
             total = sum(end - start for start, end in pending.values())
-            chunks: dict[TopicPartition, dict[bytes, bytes]] = {tp: {} for tp in pending}
+            chunks: dict[TopicPartition, dict[bytes, bytes | None]] = {tp: {} for tp in pending}
             read = 0
             report_at = time.monotonic() + 5.0
             while pending:
@@ -283,8 +304,7 @@ class StateProcessor:
                 for tp, recs in fetched.items():
                     chunk = chunks[tp]
                     for rec in recs:
-                        if rec.value is not None:
-                            chunk[rec.key] = rec.value
+                        chunk[rec.key] = rec.value  # None: a tombstone deletes the key
                     read += len(recs)
                     last, end = recs[-1].offset, pending[tp][1]
                     if len(chunk) >= RESTORE_CHUNK or last >= end - 1:
@@ -315,31 +335,33 @@ class StateProcessor:
     async def process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> dict[TopicPartition, int]:
         """Apply one batch; return the by-user offsets that are now safe to commit."""
         started = time.perf_counter()
+        self._turn_of_day()
         changelog = self._config.changelog_topic
-        saved: list[tuple[OwnedPartition, list[bytes], list[State], list[bytes]]] = []
+        saved: list[tuple[OwnedPartition, AppliedBatch]] = []
         commit: dict[TopicPartition, int] = {}
         total = 0
         last_ts = self._stats.last_event_ts_ns
         for tp, recs in batch.items():
-            partition = tp.partition
-            owned = self.owned.get(partition)
+            owned = self.owned.get(tp.partition)
             if owned is None:
                 continue  # revoked while fetched
             owned.settled = False
-            keys, states, values, ts, count = self._apply(owned, recs)
+            self._version += 1  # the totals change now
+            applied = apply_batch(owned.store, owned.totals, [(rec.key, rec.value) for rec in recs])
+            ts = applied.max_ts_ns
             if ts is not None and (last_ts is None or ts > last_ts):
                 last_ts = ts
-            self._sender.extend(changelog, partition, keys, values)
-            saved.append((owned, keys, states, values))
+            self._sender.extend(changelog, tp.partition, applied.keys, applied.values)
+            saved.append((owned, applied))
             commit[tp] = recs[-1].offset + 1
-            total += count
+            total += applied.entries
         sent = await self._sender.flush()
         last_offsets: dict[int, int] = {}
         for b in sent:
             last_offsets[b.partition] = max(last_offsets.get(b.partition, -1), b.last_offset)
-        for owned, keys, states, values in saved:
-            if keys:
-                owned.store.save(keys, states, values, last_offsets[owned.partition])
+        for owned, applied in saved:
+            if applied.keys:
+                owned.store.save(applied.keys, applied.values, last_offsets[owned.partition])
             owned.settled = True
             owned.store.maybe_flush(owned.snapshot())
         stats = self._stats
@@ -349,128 +371,162 @@ class StateProcessor:
         stats.batch_duration.labels("state").observe(time.perf_counter() - started)
         return commit
 
-    def _apply(
-        self, owned: OwnedPartition, recs: list[ConsumerRecord]
-    ) -> tuple[list[bytes], list[State], list[bytes], int | None, int]:
-        """Apply records to their states in place.
-
-        Returns the touched states with their store keys and encoded values, the max accepted event
-        time and the number of entries. One pass in offset order: a user's state is loaded (and its
-        old contribution taken out of the totals) at its first entry in the batch; its new
-        contribution is put back once, after the batch, so every touched state is loaded, updated
-        and written exactly once per batch. (Grouping the entries by user first, to do each user's
-        work in one go, measured no faster: more instructions and more cache misses.) Outcomes are
-        counted as they are given (a replay gets none).
-        """
-        self._version += 1  # the totals change below
-        totals = owned.totals
-        load, add_adoption = owned.store.load, totals.add_adoption
-        types = records.EVENT_TYPES
-        accepted = Outcome.ACCEPTED
-        users: dict[str, UserState] = {}
-        keys: list[bytes] = []
-        invalid: list[records.Entry] = []
-        max_ts = -1 << 127
-        count = n_accepted = n_duplicate = n_future = 0
-        for rec in recs:
-            entries = records.unpack(rec.key, rec.value)
-            count += len(entries)
-            for entry in entries:
-                user_id = entry[3]
-                if user_id is None:  # an invalid message, counted per input partition
-                    invalid.append(entry)
-                    continue
-                user = users.get(user_id)
-                if user is None:  # first touch in this batch: its old contribution leaves the totals
-                    key = USER_PREFIX + user_id.encode()  # user_key()
-                    user = load(key)
-                    if user is None:
-                        user = UserState()
-                    else:
-                        add_adoption(user, -1)
-                    users[user_id] = user
-                    keys.append(key)
-                src_partition, src_offset = entry[0], entry[1]
-                last = user.sources.get(src_partition)  # UserState.is_replay()
-                if last is not None and src_offset <= last:
-                    continue
-                if len(entry) == 5:  # a future message of this user
-                    user.reject_future(src_partition, src_offset)
-                    n_future += 1
-                    continue
-                _, _, arrival_ms, _, event_id, tcode, feature, ts_ns, cohort = entry
-                if (
-                    user.apply_fields(
-                        event_id, types[tcode], feature, ts_ns, cohort, arrival_ms, src_partition, src_offset
-                    )
-                    is accepted
-                ):
-                    n_accepted += 1
-                    if ts_ns > max_ts:
-                        max_ts = ts_ns
-                else:
-                    n_duplicate += 1
-        states: list[State] = list(users.values())  # in first-touch order, like keys
-        values: list[bytes] = []
-        for user in states:
-            if len(user.seen) > 1:  # type: ignore[union-attr]
-                user.prune_seen()  # type: ignore[union-attr]
-            add_adoption(user)  # type: ignore[arg-type]
-            values.append(user.encode())
-        outcomes = totals.outcomes
-        outcomes["accepted"] += n_accepted
-        outcomes["duplicate"] += n_duplicate
-        if n_future:
-            outcomes["future"] += n_future
-        if invalid:
-            self._apply_invalid(owned, invalid, keys, states, values)
-        return keys, states, values, None if max_ts == -1 << 127 else max_ts, count
-
-    @staticmethod
-    def _apply_invalid(
-        owned: OwnedPartition,
-        entries: list[records.Entry],
-        keys: list[bytes],
-        states: list[State],
-        values: list[bytes],
-    ) -> None:
-        load, totals = owned.store.load, owned.totals
-        sources: dict[bytes, SourceOutcomes] = {}
-        for src_partition, src_offset, _, _, code in entries:
-            key = source_key(src_partition)
-            source = sources.get(key)
-            if source is None:  # its old contribution leaves the totals
-                source = load(key)
-                if source is None:
-                    source = SourceOutcomes()
-                else:
-                    totals.add_source(source, -1)  # type: ignore[arg-type]
-                sources[key] = source  # type: ignore[assignment]
-            source.apply(records.REJECTED[code], src_offset)
-        for key, source in sources.items():
-            totals.add_source(source)
-            keys.append(key)
-            states.append(source)
-            values.append(source.encode())
-
     def partition_totals(self) -> list[AdoptionTotals]:
         """The totals of every owned partition (what `merged_totals` adds up); read only."""
         return [owned.totals for owned in list(self.owned.values())]
 
     def merged_totals(self) -> AdoptionTotals:
-        """The totals of every owned partition, added up (what this worker exports); read only.
+        """The section 2 totals of every owned partition, added up (what this worker exports); read only.
 
-        Cached until the next batch or assignment change: the scrapes between two batches share one
-        merge, which with a month of hourly active-user buckets is most of a scrape's cost.
+        Section 3 is left out: its collector sums each partition's own live answers, where a merge
+        would have to compute them again from every date-keyed count. Cached until the next batch,
+        day turn or assignment change: the scrapes between two batches share one merge, which with a
+        month of hourly active-user buckets is most of a scrape's cost.
         """
         cached = self._merged
         if cached is not None and cached[0] == self._version:
             return cached[1]
         merged = AdoptionTotals()
         for owned in list(self.owned.values()):
-            merged.merge(owned.totals)
+            merged.merge(owned.totals, section_3=False)
         self._merged = (self._version, merged)
         return merged
+
+
+@dataclass(slots=True)
+class AppliedBatch:
+    """What applying by-user records produced: the changelog records to write, in order."""
+
+    keys: list[bytes]
+    values: list[bytes | None]  # None: a deletion (a tombstone in the changelog)
+    entries: int  # entries applied or recognised as replays
+    max_ts_ns: int | None  # latest event time among the accepted events
+
+
+def apply_batch(
+    store: PartitionStore, totals: AdoptionTotals, values: Iterable[tuple[bytes | None, bytes]]
+) -> AppliedBatch:
+    """Apply by-user records (key, value) of one partition: the state stage without its I/O.
+
+    Reads states from `store` (not written: the caller saves the returned records once the changelog
+    has them) and keeps `totals` exact. One pass in record order: a user's state is loaded, and its
+    old contribution taken out of the totals, at its first entry; its new contribution is put back
+    once, after the batch, so every touched state is loaded, updated and written exactly once.
+    (Grouping the entries by user first measured no faster: more instructions and more cache
+    misses.) Outcomes are counted as they are given; a replay gets none.
+
+    A hot user's dedup memory lives in shard records (core.dedup): they come first in the returned
+    records, the deletions of shards it no longer uses last, so that a crash anywhere in the
+    changelog write leaves every user state with the shards it names.
+    """
+    load, add_adoption = store.load, totals.add_adoption
+    users: dict[str, UserState] = {}
+    dates_before: dict[str, DatesOfUse] = {}  # of the users that had a state
+    hot: dict[str, SeenShards] = {}
+    keys: list[bytes] = []
+    invalid: list[InvalidEntry] = []
+    max_ts = None
+    count = n_accepted = n_duplicate = n_future = 0
+    for key, value in values:
+        entries = records.unpack(key, value)
+        count += len(entries)
+        for entry in entries:
+            if type(entry) is InvalidEntry:
+                invalid.append(entry)
+                continue
+            user_id = entry.user_id
+            user = users.get(user_id)
+            if user is None:  # first touch in this batch: its old contribution leaves the totals
+                skey = USER_PREFIX + user_id.encode()  # user_key(), written out: once per user
+                user = load(skey)
+                if user is None:
+                    user = UserState()
+                else:
+                    # its dates of use leave the totals at the end, if they changed
+                    dates_before[user_id] = add_adoption(user, -1, False)  # type: ignore
+                    if user.dedup_depth:  # type: ignore[union-attr]
+                        hot[user_id] = SeenShards(user_id, user.dedup_depth, load)  # type: ignore
+                users[user_id] = user  # type: ignore[assignment]
+                keys.append(skey)
+            outcome = user.apply(entry, hot.get(user_id) if hot else None)
+            if outcome is _ACCEPTED:
+                n_accepted += 1
+                ts = entry.ts_ns
+                if max_ts is None or ts > max_ts:
+                    max_ts = ts
+            elif outcome is _DUPLICATE:
+                n_duplicate += 1
+            elif outcome is _FUTURE:
+                n_future += 1
+    out: list[bytes | None] = []
+    first: list[tuple[bytes, bytes | None]] = []  # shard records, before every user state
+    last: list[tuple[bytes, bytes | None]] = []  # deletions of shards, after them
+    for user_id, user in users.items():
+        seen = user.seen
+        if len(seen) > 1:  # prune_seen() has nothing to do otherwise
+            user.prune_seen()
+            if len(user.seen) > INLINE_SEEN_MAX:  # the memory moves to shard records
+                hot[user_id] = SeenShards.spill(user_id, user.seen, load)  # type: ignore[arg-type]
+                user.seen = {}
+        if hot and user_id in hot:
+            memory = hot[user_id]
+            before, after = memory.records(DEDUP_WINDOW_MS)
+            user.dedup_depth = memory.depth
+            first += before
+            last += after
+        before = dates_before.get(user_id) if dates_before else None
+        if before is None:
+            add_adoption(user)
+        else:
+            totals.replace_use_dates(before, add_adoption(user, 1, False))
+        out.append(user.encode())
+    if first or last:
+        keys = [key for key, _ in first] + keys + [key for key, _ in last]
+        out = [value for _, value in first] + out + [value for _, value in last]
+    outcomes = totals.outcomes
+    outcomes["accepted"] += n_accepted
+    outcomes["duplicate"] += n_duplicate
+    if n_future:
+        outcomes["future"] += n_future
+    if invalid:
+        _apply_invalid(store, totals, invalid, keys, out)
+    return AppliedBatch(keys, out, count, max_ts)
+
+
+def _apply_invalid(
+    store: PartitionStore,
+    totals: AdoptionTotals,
+    entries: list[InvalidEntry],
+    keys: list[bytes],
+    values: list[bytes | None],
+) -> None:
+    sources: dict[bytes, SourceOutcomes] = {}
+    for entry in entries:
+        key = source_key(entry.src_partition)
+        source = sources.get(key)
+        if source is None:  # its old contribution leaves the totals
+            source = store.load(key)  # type: ignore[assignment]
+            if source is None:
+                source = SourceOutcomes()
+            else:
+                totals.add_source(source, -1)
+            sources[key] = source
+        source.apply(entry)
+    for key, source in sources.items():
+        totals.add_source(source)
+        keys.append(key)
+        values.append(source.encode())
+
+
+def derive_totals(store: PartitionStore, today: int | None = None) -> AdoptionTotals:
+    """The totals of every state in `store`, from scratch (an assignment without a usable snapshot),
+    as of date `today` (None: keeping every date)."""
+    totals = AdoptionTotals()
+    if today is not None:
+        totals.advance(today)
+    for key, state in store.summaries():
+        _add_stored(totals, key, state)
+    return totals
 
 
 def _snapshot_of(partition: int, store: PartitionStore) -> AdoptionTotals | None:
@@ -488,6 +544,29 @@ def _snapshot_of(partition: int, store: PartitionStore) -> AdoptionTotals | None
     return totals
 
 
+def replace_in_totals(
+    totals: AdoptionTotals, store: PartitionStore, values: dict[bytes, bytes | None]
+) -> None:
+    """Update the totals of `store`'s states for `values` about to overwrite them (a changelog tail)."""
+    for key, value in values.items():
+        if key[:1] == DEDUP_PREFIX:
+            continue  # no contribution to the totals
+        old = store.load(key)
+        if old is not None:
+            _add_stored(totals, key, old, -1)
+        if value is not None:
+            _add_stored(totals, key, decode_for_totals(key, value))
+
+
+def _add_stored(totals: AdoptionTotals, key: bytes, state: State | UserSummary, sign: int = 1) -> None:
+    kind = key[:1]
+    if kind == USER_PREFIX:
+        totals.add_user(state, sign)  # type: ignore[arg-type]
+    elif kind == SOURCE_PREFIX:
+        totals.add_source(state, sign)  # type: ignore[arg-type]
+    # dedup shards contribute nothing
+
+
 def _close_quietly(
     partition: int, store: PartitionStore, totals: Snapshot | None = None, flush: bool = True
 ) -> None:
@@ -496,19 +575,3 @@ def _close_quietly(
         store.close(totals, flush)
     except Exception as exc:
         log.warning("state partition %d: store closed without its last flush (%s)", partition, exc)
-
-
-def replace_in_totals(totals: AdoptionTotals, store: PartitionStore, values: dict[bytes, bytes]) -> None:
-    """Update the totals of `store`'s states for `values` about to overwrite them (a changelog tail)."""
-    for key, value in values.items():
-        old = store.load(key)
-        if old is not None:
-            _add_stored(totals, key, old, -1)
-        _add_stored(totals, key, decode_for_totals(key, value))
-
-
-def _add_stored(totals: AdoptionTotals, key: bytes, state: State | UserSummary, sign: int = 1) -> None:
-    if key[:1] == USER_PREFIX:
-        totals.add_user(state, sign)  # type: ignore[arg-type]
-    else:
-        totals.add_source(state, sign)  # type: ignore[arg-type]

@@ -1,31 +1,37 @@
-"""Internal records on the by-user topic: packs of entries, one entry per input message.
+"""Internal records on the by-user topic: packs of entries (`core.entries`), many input messages each.
 
-A by-user record (no key) holds a pack: a JSON list of up to `PACK_MAX_ENTRIES` entries whose users
-(or input partitions) all belong to that by-user partition. Packing amortises the per-record cost of
-Kafka clients and broker over hundreds of events. Every entry starts with its source coordinates
-(input partition and offset), which make replays recognisable, and its arrival time:
+A by-user record (no key) holds a pack, `[version, [entry, ...]]`, of entries whose users (or, for
+invalid messages, input partitions) all belong to that by-user partition. Packing amortises the
+per-record cost of Kafka clients and broker over hundreds of events. A pack holds at most
+`PACK_MAX_ENTRIES` entries and `PACK_MAX_BYTES` bytes, whatever the ids' lengths.
 
-- event:     `[src_partition, src_offset, arrival_ms, user_id, event_id, type_code, feature, ts_ns, cohort]`
-- future:    `[src_partition, src_offset, arrival_ms, user_id, 1]` (counted in that user's state, where a
-  later replay of the same message is recognised)
-- invalid:   `[src_partition, src_offset, arrival_ms, None, 0]` (counted per input partition)
+Records written before named entries (a bare list of entries, or one entry per record keyed by user)
+are still read.
 """
 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 
-from adoptstream.core.codec import dumps, loads
-from adoptstream.core.events import Event, EventFields, Outcome
+import msgspec
 
-EVENT_TYPES = ("signup", "exposure", "use")  # type codes 0, 1, 2 on the by-user topic
-TYPE_CODE = {t: i for i, t in enumerate(EVENT_TYPES)}
-REJECTED = (Outcome.INVALID, Outcome.FUTURE)  # rejection codes 0, 1
-# at most ~600 bytes an entry (longest ids, feature and cohort): a full pack stays far below the
-# producer's 512 KiB batch and the broker's 1 MiB message limit
+from adoptstream.core.codec import loads
+from adoptstream.core.entries import Entry, EventEntry, FutureEntry, InvalidEntry
+
+PACK_VERSION = 2
 PACK_MAX_ENTRIES = 512
-Entry = list
+# far below the broker's 1 MiB message limit and the producer's 512 KiB batch, whatever the entries
+PACK_MAX_BYTES = 256 * 1024
+_LEGACY_TYPES = ("signup", "exposure", "use")  # type codes of the records before named entries
+
+
+class Pack(msgspec.Struct, array_like=True, gc=False):
+    version: int
+    entries: list[Entry]
+
+
+_encode = msgspec.json.Encoder().encode
+_decode_pack = msgspec.json.Decoder(Pack).decode
 
 
 def user_partition(user_id: str, partitions: int) -> int:
@@ -34,74 +40,58 @@ def user_partition(user_id: str, partitions: int) -> int:
 
 
 def rejection_partition(src_partition: int, partitions: int) -> int:
-    """The by-user partition that counts the rejections of one input partition."""
+    """The by-user partition that counts the invalid messages of one input partition."""
     return src_partition % partitions
 
 
-def fields_entry(fields: EventFields, src_partition: int, src_offset: int, arrival_ms: int) -> Entry:
-    """The entry of one valid event, from `parse_fields`' tuple (the ingest hot path)."""
-    event_id, user_id, etype, feature, ts_ns, cohort = fields
-    return [
-        src_partition,
-        src_offset,
-        arrival_ms,
-        user_id,
-        event_id,
-        TYPE_CODE[etype],
-        feature,
-        ts_ns,
-        cohort,
-    ]
-
-
-def event_entry(event: Event, src_partition: int, src_offset: int, arrival_ms: int) -> Entry:
-    fields = (event.event_id, event.user_id, event.type, event.feature, event.ts_ns, event.cohort)
-    return fields_entry(fields, src_partition, src_offset, arrival_ms)
-
-
-def rejection_entry(
-    outcome: Outcome, src_partition: int, src_offset: int, arrival_ms: int, user_id: str | None = None
-) -> Entry:
-    return [src_partition, src_offset, arrival_ms, user_id, 0 if outcome is Outcome.INVALID else 1]
+def entry_partition(entry: Entry, partitions: int) -> int:
+    """The by-user partition an entry goes to."""
+    if type(entry) is InvalidEntry:
+        return rejection_partition(entry.src_partition, partitions)
+    return user_partition(entry.user_id, partitions)  # type: ignore[union-attr]
 
 
 def packs(entries: list[Entry]) -> list[bytes]:
-    """Record values for a partition's entries, in order, `PACK_MAX_ENTRIES` at most in each."""
-    return [dumps(entries[i : i + PACK_MAX_ENTRIES]) for i in range(0, len(entries), PACK_MAX_ENTRIES)]
+    """Record values for a partition's entries, in order, within both pack limits."""
+    out: list[bytes] = []
+    for i in range(0, len(entries), PACK_MAX_ENTRIES):
+        _pack_into(out, entries[i : i + PACK_MAX_ENTRIES])
+    return out
+
+
+def _pack_into(out: list[bytes], entries: list[Entry]) -> None:
+    value = _encode(Pack(PACK_VERSION, entries))
+    if len(value) <= PACK_MAX_BYTES or len(entries) == 1:  # one entry is a few KiB at most
+        out.append(value)
+        return
+    half = len(entries) // 2
+    _pack_into(out, entries[:half])
+    _pack_into(out, entries[half:])
 
 
 def unpack(key: bytes | None, value: bytes) -> list[Entry]:
-    """The entries of one by-user record (also reads the one-message records of before packing)."""
+    """The entries of one by-user record."""
+    try:
+        pack = _decode_pack(value)
+    except msgspec.DecodeError:
+        return _unpack_legacy(key, value)
+    if pack.version != PACK_VERSION:
+        raise ValueError(f"unknown by-user pack version {pack.version}")
+    return pack.entries
+
+
+def _unpack_legacy(key: bytes | None, value: bytes) -> list[Entry]:
+    """Records of before named entries: a list of positional entries, or one entry keyed by user."""
     fields = loads(value)
-    if not fields or type(fields[0]) is list:
-        return fields  # type: ignore[no-any-return]
+    if fields and type(fields[0]) is list:
+        return [_legacy_entry(e) for e in fields]
     user_id = None if key is None else key.decode()
-    if len(fields) == 4:  # [src_partition, src_offset, arrival_ms, code]
-        return [[*fields[:3], user_id, fields[3]]]
-    return [[*fields[:3], user_id, *fields[3:]]]
+    return [_legacy_entry([*fields[:3], user_id, *fields[3:]])]
 
 
-@dataclass(slots=True)
-class EventRecord:
-    src_partition: int
-    src_offset: int
-    arrival_ms: int
-    event: Event
-
-
-@dataclass(slots=True)
-class RejectionRecord:
-    src_partition: int
-    src_offset: int
-    arrival_ms: int
-    outcome: Outcome
-    user_id: str | None = None
-
-
-def decode(entry: Entry) -> EventRecord | RejectionRecord:
-    """One entry as an object (tests and tools; the state stage reads entries directly)."""
-    if len(entry) == 5:
-        p, off, arrival, user_id, code = entry
-        return RejectionRecord(p, off, arrival, REJECTED[code], user_id)
-    p, off, arrival, user_id, event_id, tcode, feature, ts_ns, cohort = entry
-    return EventRecord(p, off, arrival, Event(event_id, user_id, EVENT_TYPES[tcode], feature, ts_ns, cohort))
+def _legacy_entry(fields: list) -> Entry:
+    if len(fields) == 5:  # [src_partition, src_offset, arrival_ms, user_id | None, 0 invalid | 1 future]
+        p, off, arrival, user_id, code = fields
+        return InvalidEntry(p, off, arrival) if code == 0 else FutureEntry(p, off, arrival, user_id)
+    p, off, arrival, user_id, event_id, type_code, feature, ts_ns, cohort = fields
+    return EventEntry(p, off, arrival, user_id, event_id, _LEGACY_TYPES[type_code], feature, ts_ns, cohort)

@@ -19,12 +19,14 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+from adoptstream.core.dedup import DEDUP_PREFIX, SeenShard
 from adoptstream.core.state import SourceOutcomes, UserState, UserSummary, decode_summary
 from adoptstream.core.totals import AdoptionTotals
 
-State = UserState | SourceOutcomes
+State = UserState | SourceOutcomes | SeenShard
 USER_PREFIX = b"u"
 SOURCE_PREFIX = b"s"
+# DEDUP_PREFIX (b"d"): shard records of hot users' dedup memory (core.dedup)
 META_PREFIX = b"\x00"  # keys that are not states
 _OFFSET_KEY = META_PREFIX + b"changelog-offset"
 _TOTALS_KEY = META_PREFIX + b"totals"
@@ -65,8 +67,11 @@ def is_store_error(exc: BaseException) -> bool:
 
 def decode_state(key: bytes, value: bytes) -> State:
     """Decode a stored value by its key's kind."""
-    if key[:1] == USER_PREFIX:
+    kind = key[:1]
+    if kind == USER_PREFIX:
         return UserState.decode(value)
+    if kind == DEDUP_PREFIX:
+        return SeenShard.decode(value)
     return SourceOutcomes.decode(value)
 
 
@@ -84,15 +89,15 @@ class PartitionStore(Protocol):
 
     def load(self, key: bytes) -> State | None: ...
 
-    def save(
-        self, keys: list[bytes], states: list[State], values: list[bytes], changelog_offset: int
-    ) -> None: ...
+    def save(self, keys: list[bytes], values: list[bytes | None], changelog_offset: int) -> None:
+        """Write `values[i]` at `keys[i]` (None: delete it) with the changelog offset they reflect."""
 
-    def save_raw(self, values: dict[bytes, bytes], changelog_offset: int) -> None: ...
+    def save_raw(self, values: dict[bytes, bytes | None], changelog_offset: int) -> None: ...
 
     def states(self) -> Iterator[tuple[bytes, State]]: ...
 
-    def summaries(self) -> Iterator[tuple[bytes, State | UserSummary]]: ...
+    def summaries(self) -> Iterator[tuple[bytes, State | UserSummary]]:
+        """The states the totals read (users and sources), decoded as far as they read them."""
 
     def totals_snapshot(self) -> bytes | None: ...
 
@@ -106,35 +111,45 @@ class PartitionStore(Protocol):
 
 
 class MemoryStore:
-    """Decoded states in a dict: fastest, rebuilt from the changelog on every assignment."""
+    """Encoded states in a dict, like RocksDB holds them: rebuilt from the changelog on every assignment."""
 
     def __init__(self) -> None:
-        self._data: dict[bytes, State] = {}
+        self._data: dict[bytes, bytes] = {}
         self._meta: dict[bytes, bytes] = {}
         self.changelog_offset = -1
 
     def load(self, key: bytes) -> State | None:
-        return self._data.get(key)
+        value = self._data.get(key)
+        return None if value is None else decode_state(key, value)
 
-    def save(
-        self, keys: list[bytes], states: list[State], values: list[bytes], changelog_offset: int
-    ) -> None:
-        self._data.update(zip(keys, states, strict=True))
+    def save(self, keys: list[bytes], values: list[bytes | None], changelog_offset: int) -> None:
+        data = self._data
+        for key, value in zip(keys, values, strict=True):
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
         self.changelog_offset = changelog_offset
 
-    def save_raw(self, values: dict[bytes, bytes], changelog_offset: int) -> None:
-        for key, value in values.items():
-            self._data[key] = decode_state(key, value)
-        self.changelog_offset = changelog_offset
+    def save_raw(self, values: dict[bytes, bytes | None], changelog_offset: int) -> None:
+        self.save(list(values), list(values.values()), changelog_offset)
 
     def states(self) -> Iterator[tuple[bytes, State]]:
-        yield from self._data.items()
+        return ((key, decode_state(key, value)) for key, value in list(self._data.items()))
 
     def summaries(self) -> Iterator[tuple[bytes, State | UserSummary]]:
-        yield from self._data.items()
+        return (
+            (key, decode_for_totals(key, value))
+            for key, value in list(self._data.items())
+            if key[:1] != DEDUP_PREFIX
+        )
+
+    def encoded(self) -> dict[bytes, bytes]:
+        """Every stored value as it is (what a restart from the changelog would read)."""
+        return dict(self._data)
 
     def totals_snapshot(self) -> bytes | None:
-        return None  # restored states are decoded anyway: the totals are derived from them after
+        return None  # nothing survives the process: the totals are derived from the states
 
     def meta(self, key: bytes) -> bytes | None:
         return self._meta.get(key)
@@ -209,22 +224,23 @@ class RocksStore:
         raw = self._db.get(key)
         return None if raw is None else decode_state(key, raw)
 
-    def save(
-        self, keys: list[bytes], states: list[State], values: list[bytes], changelog_offset: int
-    ) -> None:
+    def save(self, keys: list[bytes], values: list[bytes | None], changelog_offset: int) -> None:
         self._write(zip(keys, values, strict=True), changelog_offset)
 
-    def save_raw(self, values: dict[bytes, bytes], changelog_offset: int) -> None:
+    def save_raw(self, values: dict[bytes, bytes | None], changelog_offset: int) -> None:
         self._write(values.items(), changelog_offset)
 
-    def _write(self, values: Iterable[tuple[bytes, bytes]], changelog_offset: int) -> None:
-        """Values and the changelog offset they reflect, in one atomic batch."""
+    def _write(self, values: Iterable[tuple[bytes, bytes | None]], changelog_offset: int) -> None:
+        """Values (None: a deletion) and the changelog offset they reflect, in one atomic batch."""
         from rocksdict import WriteBatch
 
         batch = WriteBatch(raw_mode=True)
-        put = batch.put
+        put, delete = batch.put, batch.delete
         for key, value in values:
-            put(key, value)
+            if value is None:
+                delete(key)
+            else:
+                put(key, value)
         put(_OFFSET_KEY, str(changelog_offset).encode())
         self._db.write(batch, self._write_options)
         self.changelog_offset = changelog_offset
@@ -286,8 +302,10 @@ class RocksStore:
         return ((key, decode_state(key, value)) for key, value in self._stored())
 
     def summaries(self) -> Iterator[tuple[bytes, State | UserSummary]]:
-        """Every stored state, decoded only as far as the totals read it."""
-        return ((key, decode_for_totals(key, value)) for key, value in self._stored())
+        """Every stored state the totals read (not dedup shards), decoded only as far as they read it."""
+        return (
+            (key, decode_for_totals(key, value)) for key, value in self._stored() if key[:1] != DEDUP_PREFIX
+        )
 
     def _stored(self) -> Iterator[tuple[bytes, bytes]]:
         return ((k, v) for k, v in self._db.items(read_opt=self._scan) if k[:1] != META_PREFIX)

@@ -379,7 +379,7 @@ def main() -> int:
     )
     p.add_argument("--users", type=int, default=1_000_000, help="user population (1000000)")
     p.add_argument("--seed", type=int, default=4)
-    p.add_argument("--events-file", help="use these JSON lines (e.g. from `adoptstream generate`) instead")
+    p.add_argument("--events-file", help="use these JSON lines (`adoptstream-dev generate -o`) instead")
     p.add_argument("--bootstrap", help="reuse this broker (HOST:PORT); default: start a LocalKafka")
     p.add_argument("--only", default=DEFAULT_ONLY, help=f"comma-separated subset of {','.join(ALL)}")
     p.add_argument("--store", choices=["rocksdb", "memory"], default="rocksdb", help="adoptstream's store")

@@ -151,8 +151,9 @@ class Monitoring:
     stalls) and the scenario's traffic. Optional: `note` says why it is not running.
     """
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, stall_window_s: int = 40) -> None:
         self.workdir = workdir.resolve()  # the stack runs its processes from inside it
+        self.stall_window_s = stall_window_s
         self.stack: Any = None
         self.scenario: Any = None
         self.note = "monitoring: starting Prometheus and Alertmanager ..."
@@ -181,7 +182,7 @@ class Monitoring:
             from adoptstream_dev.scenario import StallScenario, scenario_stack
 
             shutil.rmtree(self.workdir, ignore_errors=True)  # fresh TSDB and configs every run
-            scenario = StallScenario()
+            scenario = StallScenario(window_s=self.stall_window_s)
             stack = scenario_stack(scenario, self.workdir, [worker_target])
             plan = self.workdir / "plan.yaml"
             await asyncio.to_thread(stack.start)
@@ -296,7 +297,7 @@ async def run_demo(args: argparse.Namespace, out: Any = None) -> int:
     say(f"demo: broker {bootstrap}, topic {topic}, data in {data_dir}")
     publisher = Publisher(settings, topic, client_id="adoptstream-demo")
     worker = demo_worker(settings.broker, topic, args.web_port, data_dir)
-    monitoring = Monitoring(data_dir / "monitoring")
+    monitoring = Monitoring(data_dir / "monitoring", args.stall_window)
     live_task: asyncio.Task[None] | None = None
     monitoring_task: asyncio.Task[None] | None = None
     code = 0
@@ -384,8 +385,8 @@ async def _refresh_loop(
         rate = (stats.sent - last_sent) / (now - last_t) if now > last_t else 0.0
         last_sent, last_t = stats.sent, now
         head = (
-            f"adoptstream demo - topic {args.topic} - up {now - started:,.0f} s - published {stats.sent:,} "
-            f"({rate:,.0f}/s) - {worker.url('/metrics')}"
+            f"adoptstream demo - topic {args.settings.topic} - up {now - started:,.0f} s - "
+            f"published {stats.sent:,} ({rate:,.0f}/s) - {worker.url('/metrics')}"
         )
         screen = [head, "", body]
         screen += ["", monitoring.note]
@@ -471,6 +472,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="traffic seed (default: the clock)")
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     p.add_argument("--no-monitoring", action="store_true", help="do not start Prometheus/Alertmanager")
+    p.add_argument(
+        "--stall-window",
+        type=int,
+        default=40,
+        metavar="S",
+        help="the demo plan's stall window: how long the stalled wave stays flat before its alert (40)",
+    )
     p.set_defaults(func=run)
 
 

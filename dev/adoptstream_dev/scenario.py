@@ -48,6 +48,10 @@ class StallScenario:
     hold_s: int = 4  # the alert's for:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     background_feature: str = "search"
+    # a satisfaction floor (NPS) for the feature, and this many of the stalled wave's users answering
+    # NPS 0 about it (an NPS of -100): off by default
+    nps_floor: int | None = None
+    unhappy_answers: int = 0
     # a third, young wave (when young_users > 0): exposed users only, fewer than min_exposed, so its
     # gate cannot tell yet
     young_wave: str = "madrid"
@@ -92,6 +96,17 @@ class StallScenario:
                         else []
                     ),
                 }
+                | (
+                    {
+                        "satisfaction": {
+                            "nps": self.nps_floor,
+                            "min_answers": self.unhappy_answers,
+                            "for": f"{self.hold_s}s",
+                        }
+                    }
+                    if self.nps_floor is not None
+                    else {}
+                )
             ],
         }
 
@@ -146,6 +161,9 @@ class StallScenario:
                 user = self._uid(self.young_wave, i)
                 out.append(self._event(user, "signup", now_ms, None, self.young_cohort))
                 out.append(self._event(user, "exposure", now_ms, self.feature, self.young_cohort))
+            for i in range(self.unhappy_answers):
+                answer = self._event(self._uid(self.stalled_wave, i), "feedback", now_ms, self.feature, None)
+                out.append(answer | {"scale": "nps", "score": 0})
             self._healthy_adopted = self.healthy_start_adopters
         due = min(self.users_per_wave, self.healthy_start_adopters + int(elapsed_s // self.step_s))
         while self._healthy_adopted < due:

@@ -6,7 +6,8 @@ straight into aiokafka batch builders, one per partition (murmur2 on the key, li
 batch is handed to the producer when full; only the final flush waits for acknowledgements (acks=all).
 The input streams in chunks, so files of any size work in constant memory.
 
-`Publisher` is the reusable part: `adoptstream generate --rate` and `adoptstream demo` publish with it.
+`Publisher` is the reusable part: `adoptstream-dev generate --rate` and `adoptstream-dev demo` publish
+with it.
 """
 
 from __future__ import annotations

@@ -2,13 +2,15 @@
 Alertmanager (routes rendered from the plan) -> the owner's webhook. The stack is the demo's
 (`adoptstream_dev.scenario.scenario_stack`).
 
-The plan has two waves of one feature. Time is compressed through the plan's windows: a 40 s stall
+The plan has two waves of one feature. Time is compressed through the plan's windows: a 20 s stall
 window instead of days, a 4 s ``for:``, 1 s scrape and evaluation, Alertmanager's group wait derived from
 the window. The stalled wave gets 40 exposed users and 8 adopters at once, then no adopter (its users
 stay busy with another feature); the healthy wave gains an adopter every 2 s until it passes its 80 %
 target. The stalled wave's alert must reach the owner's receiver with its labels and a readable
 summary within its window (plus the hold and group wait); the healthy wave must never alert, not even
-pending, while it climbs.
+pending, while it climbs. The plan also sets an NPS floor of 20 for the feature, and 12 users answer
+NPS 0 about it: `AdoptionSatisfactionBelowFloor` must reach the owner too, and `adoptstream gate` must
+hold even the healthy wave back.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -56,7 +60,8 @@ def wave_alerts(alerts: list[dict[str, Any]], wave: str) -> list[dict[str, Any]]
 async def test_stalled_wave_alerts_its_owner_and_healthy_wave_stays_silent(
     kafka_broker: Any, unique_topic: str, start_worker: Any, tmp_path: Path
 ) -> None:
-    scenario = StallScenario()
+    # and 12 detractors answer about the feature (NPS -100): under the plan's floor of 20
+    scenario = StallScenario(window_s=20, nps_floor=20, unhappy_answers=12)
     worker = start_worker(kafka_broker.bootstrap, unique_topic, f"e2e-{scenario.run_id}")
     stack = scenario_stack(scenario, tmp_path, [worker.target], report_base_url="http://127.0.0.1:9/report")
     stop = asyncio.Event()
@@ -71,6 +76,7 @@ async def test_stalled_wave_alerts_its_owner_and_healthy_wave_stays_silent(
         first_healthy: float | None = None
         healthy_done = False
         stalled_alert: dict[str, Any] | None = None
+        floor_alert: dict[str, Any] | None = None
         healthy_seen: list[dict[str, Any]] = []
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -102,10 +108,21 @@ async def test_stalled_wave_alerts_its_owner_and_healthy_wave_stays_silent(
                     stalled_alert = found[0]
                     assert first_flat is not None
                     stalled_after = now - first_flat
-            # done once the stalled wave alerted and the healthy wave climbed past its target, judged
-            # over at least one full window (plus hold) of its own
+            if floor_alert is None:
+                floor_alert = next(
+                    (
+                        a
+                        for a in stack.received_alerts()
+                        if a["labels"].get("alertname") == "AdoptionSatisfactionBelowFloor"
+                        and a.get("status") == "firing"
+                    ),
+                    None,
+                )
+            # done once the stalled wave and the floor alerted and the healthy wave climbed past its
+            # target, judged over at least one full window (plus hold) of its own
             if (
                 stalled_alert is not None
+                and floor_alert is not None
                 and healthy_done
                 and first_healthy is not None
                 and now - first_healthy > scenario.window_s + scenario.hold_s + 5
@@ -149,6 +166,23 @@ async def test_stalled_wave_alerts_its_owner_and_healthy_wave_stays_silent(
         )
         # within its window: the stall window, the hold, the group wait, and a few scrape/eval cycles
         assert stalled_after <= scenario.window_s + scenario.hold_s + 4 + 20, stalled_after
+        # the feature under its satisfaction floor: the owner heard it, and no wave may go on
+        assert floor_alert is not None, f"no floor alert; received: {stack.received_alerts()}"
+        assert floor_alert["path"] == f"/owners/{scenario.owner}"
+        assert floor_alert["labels"]["feature"] == scenario.feature
+        assert floor_alert["labels"]["rollout"] == scenario.rollout
+        gate = await asyncio.to_thread(
+            subprocess.run,
+            [
+                *(sys.executable, "-m", "adoptstream", "gate", str(tmp_path / "plan.yaml")),
+                *("--rollout", scenario.rollout, "--wave", scenario.healthy_wave),
+                *("--prometheus", stack.prometheus_url),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert gate.returncode == 1 and "floor" in gate.stdout, (gate.stdout, gate.stderr)
         # only the owner heard about it; SRE got no adoption alert
         assert all(
             a["path"] != "/sre" or a["labels"].get("category") != "adoption" for a in stack.received_alerts()

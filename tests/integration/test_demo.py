@@ -1,4 +1,4 @@
-"""`adoptstream demo`: a real worker and live traffic on the fixture broker, a table, a clean stop."""
+"""`adoptstream-dev demo`: a real worker and live traffic on the fixture broker, a table, a clean stop."""
 
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def test_demo_shows_the_stalled_rollout_alert_and_stops_on_ctrl_c(
     """The demo plan's stalled wave reaches the owner's webhook and shows under the table; then SIGINT."""
     port = free_port()
     proc = subprocess.Popen(
-        demo_cmd(kafka_broker.bootstrap, unique_topic, port, tmp_path),
+        demo_cmd(kafka_broker.bootstrap, unique_topic, port, tmp_path, "--stall-window", "15"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Producer
 
 from adoptstream_dev.testing import Samples, WorkerProcess, contract_only, summed
-from tests.integration.dataset import Message, build_dataset, expected_samples
+from tests.integration.dataset import Message, build_dataset, expected_model_samples
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +70,7 @@ def assert_exact(workers: list[WorkerProcess], msgs: list[Message], publish_ns: 
         after = time.time_ns()
         if before // 3_600_000_000_000 == after // 3_600_000_000_000:
             break
-    want = expected_samples(msgs, publish_ns, after)
+    want = expected_model_samples(msgs, publish_ns, after)
     missing = sorted(set(want) - set(got))
     extra = sorted(k for k in set(got) - set(want) if got[k] != 0)
     wrong = sorted((k, got[k], want[k]) for k in set(got) & set(want) if got[k] != pytest.approx(want[k]))

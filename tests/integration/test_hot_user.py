@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from adoptstream_dev.testing import WorkerProcess
 from tests.integration.dataset import Message
 from tests.integration.test_exactness import publish_librdkafka, wait_for_all
-from tests.integration.workers import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -79,6 +79,13 @@ def input_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[byt
         b'{"event_id":"x3","user_id":42,"type":"use","feature":"search","ts":1}',  # not a string
         b"not json at all",
         b'  {"event_id":"x4","user_id":"spaced","type":"use","feature":"search","ts":1}  ',
+        # contract v2: answers and task times, valid and not
+        b'{"event_id":"v1","user_id":"u-v2","type":"feedback","scale":"nps","score":9,"ts":1}',
+        b'{"event_id":"v2","user_id":"u-v2","type":"use","feature":"search","duration_ms":1500,"ts":1}',
+        b'{"event_id":"v3","user_id":"u-v2","type":"feedback","scale":"csat","score":5.0,"ts":1}',
+        b'{"event_id":"v4","user_id":"u-v2","type":"feedback","scale":"ces","score":8,"ts":1}',
+        b'{"event_id":"v5","user_id":"u-v2","type":"feedback","scale":"stars","score":4,"ts":1}',
+        b'{"event_id":"v6","user_id":"u-v2","type":"use","feature":"search","duration_ms":"10","ts":1}',
     ]
     lines[100:100] = awkward
     body = bytearray()
@@ -158,6 +165,15 @@ def test_publish_stdin_skip_invalid(kafka_broker: Any, unique_topic: str, input_
     assert summary["rejected"]["blank"] == blank
     assert summary["rejected"]["too_large"] == too_large
     assert sum(summary["invalid_reasons"].values()) == reasons
+    held_back = summary["invalid_reasons"]  # the v2 lines that break the contract, each with its reason
+    assert held_back["score must be a JSON integer from 1 to 5 on the csat scale"] >= 1
+    assert held_back["score must be a JSON integer from 1 to 7 on the ces scale"] >= 1
+    assert held_back["scale must be one of nps, csat, ces"] >= 1
+    assert held_back["duration_ms must be a JSON integer from 0 to 86400000"] >= 1
+    assert {line for line in valid if b'"u-v2"' in line} == {  # the valid answer and task time are sent
+        b'{"event_id":"v1","user_id":"u-v2","type":"feedback","scale":"nps","score":9,"ts":1}',
+        b'{"event_id":"v2","user_id":"u-v2","type":"use","feature":"search","duration_ms":1500,"ts":1}',
+    }
     records = asyncio.run(consume_all(kafka_broker.bootstrap, unique_topic, len(valid)))
     assert Counter(r.value for r in records) == Counter(valid)
     assert all(r.key == expected_key(r.value) for r in records)

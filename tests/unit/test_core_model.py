@@ -66,7 +66,7 @@ def _msg(
 
 
 def _check(raws: list[bytes | None], now_ns: int, scrape_ns: int) -> dict[model.SampleKey, float]:
-    sc = Scenario(raws, now_ns, scrape_ns, 1, [0] * len(raws), 2, 2, list(range(len(raws))), 0)
+    sc = Scenario(raws, now_ns, scrape_ns, 1, [0] * len(raws), 2, 0, 2, list(range(len(raws))), 0)
     check_all_variants(sc, order_free=False)
     return model.expected_samples(list(enumerate(raws)), now_ns, scrape_ns)
 

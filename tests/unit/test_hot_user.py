@@ -45,7 +45,7 @@ def run_hot_user(n: int, crash_at: int | None = None) -> tuple[Pipeline, int]:
     coords = coords_of([0] * len(raws))
     for start in range(0, len(raws), 5_000):  # ingest batches of 5,000 messages, each at its clock
         chunk = raws[start : start + 5_000]
-        pipe.ingest(coords[start : start + 5_000], [m for _, m in chunk], chunk[-1][0])
+        pipe.ingest(coords[start : start + 5_000], [m for _, m in chunk], chunk[-1][0], batch=len(chunk))
     for part in pipe.parts:
         if crash_at is not None and len(part.by_user) > crash_at:
             part.process(crash_at, batch=8)

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from adoptstream.report.data import read_report
 from adoptstream.report.render import render_html
-from adoptstream.rollout.plan import PlanError, PlanSet, load_plans
+from adoptstream.rollout.cli import load_plan_files, write_output
+from adoptstream.rollout.plan import PlanSet
 from adoptstream.rollout.prometheus import Prometheus
 
 DEFAULT_PROMETHEUS = "http://127.0.0.1:9090"
@@ -43,38 +41,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _plans(paths: list[str]) -> PlanSet | None:
-    try:
-        return load_plans(paths)
-    except PlanError as exc:
-        print(f"adoptstream report: {len(exc.problems)} problem(s) in the rollout plans:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return None
-
-
 def page(prometheus: Prometheus, plans: PlanSet, *, refresh_s: int | None = None) -> str:
     return render_html(read_report(prometheus, plans), refresh_s=refresh_s)
 
 
 def run(args: argparse.Namespace) -> int:
-    plans = _plans(args.plans)
+    plans = load_plan_files(args.plans, "adoptstream report")
     if plans is None:
         return 1
     prometheus = Prometheus(args.prometheus)
     if args.serve is not None:
         return asyncio.run(serve(prometheus, plans, args.host, args.serve))
-    text = page(prometheus, plans)
-    if not args.output:
-        sys.stdout.write(text)
-        return 0
-    target = Path(args.output)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, target)
-    print(f"wrote {target}", file=sys.stderr)
+    write_output(page(prometheus, plans), args.output)
     return 0
 
 

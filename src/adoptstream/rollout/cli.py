@@ -130,16 +130,22 @@ def _output(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> PlanSet | None:
+    return load_plan_files(args.plans, "adoptstream rules")
+
+
+def load_plan_files(paths: list[str], command: str) -> PlanSet | None:
+    """The plans, or None after printing every problem found in them (with file and line) on stderr."""
     try:
-        return load_plans(args.plans)
+        return load_plans(paths)
     except PlanError as exc:
-        print(f"adoptstream rules: {len(exc.problems)} problem(s) in the rollout plans:", file=sys.stderr)
+        print(f"{command}: {len(exc.problems)} problem(s) in the rollout plans:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return None
 
 
-def _write(text: str, output: str | None) -> None:
+def write_output(text: str, output: str | None) -> None:
+    """`text` to stdout, or atomically to the file `output` (a reader never sees half of it)."""
     if not output:
         sys.stdout.write(text)
         return
@@ -208,12 +214,12 @@ def _render(args: argparse.Namespace) -> int:
     plans = _load(args)
     if plans is None:
         return 1
-    _write(render_rules_text(plans, _display(args.plans), _options(args)), args.output)
+    write_output(render_rules_text(plans, _display(args.plans), _options(args)), args.output)
     return 0
 
 
 def _static(args: argparse.Namespace) -> int:
-    _write(render_static_rules_text(_options(args)), args.output)
+    write_output(render_static_rules_text(_options(args)), args.output)
     return 0
 
 
@@ -227,7 +233,7 @@ def _alertmanager(args: argparse.Namespace) -> int:
         product_webhook_url=args.product_webhook_url,
         templates=tuple(args.templates or ("templates/*.tmpl",)),
     )
-    _write(render_alertmanager_text(plans, _display(args.plans), options), args.output)
+    write_output(render_alertmanager_text(plans, _display(args.plans), options), args.output)
     return 0
 
 
@@ -246,5 +252,5 @@ def _gates(args: argparse.Namespace) -> int:
         sys.stdout.write("---\n".join(files.values()))
         return 0
     for name, text in files.items():
-        _write(text, str(Path(args.output) / name))
+        write_output(text, str(Path(args.output) / name))
     return 0

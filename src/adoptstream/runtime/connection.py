@@ -199,12 +199,15 @@ def _closed_by_peer(exc: BaseException) -> bool:
     return isinstance(exc, KafkaConnectionError) and "closed" in str(exc)
 
 
+# the cluster refused an operation the worker needs: an ACL to grant, not a fault to wait out; whatever
+# meets one ends with one line naming it (exit 2), as for any setting that cannot work
+REFUSED = (TopicAuthorizationFailedError, GroupAuthorizationFailedError, ClusterAuthorizationFailedError)
+
+
 def kafka_failure(exc: KafkaError) -> tuple[str, int]:
     """One line and an exit code for a Kafka error that ended a command: 2 when the cluster's ACLs
     refused an operation (a setting to fix), 1 otherwise."""
     line = f"Kafka: {type(exc).__name__}: {_reason(exc)}"
-    if isinstance(
-        exc, TopicAuthorizationFailedError | GroupAuthorizationFailedError | ClusterAuthorizationFailedError
-    ):
+    if isinstance(exc, REFUSED):
         return f"{line}; the user lacks an ACL this needs (see the README, Production: ACLs)", 2
     return line, 1

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
+from adoptstream.runtime.connection import REFUSED
 from adoptstream.runtime.sender import BatchSender
 from adoptstream.runtime.stats import Stuck, WorkerStats
 from adoptstream.runtime.store import is_store_error
@@ -155,6 +156,8 @@ class Stage:
             await self._admit_due()
             try:
                 batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=self._max_records)
+            except REFUSED:
+                raise
             except Exception as exc:  # a batch the consumer cannot read
                 await self._wait(await self._on_read_error(exc))
                 continue
@@ -189,6 +192,8 @@ class Stage:
         for i, part in enumerate(parts):
             try:
                 commit = await self._handler(part)
+            except REFUSED:
+                raise
             except Exception as exc:
                 if self._failed(part, exc):  # the whole stage waits: read the rest again after it
                     for later in parts[i + 1 :]:
@@ -346,6 +351,8 @@ class Stage:
     async def _admit_now(self, due: list[TopicPartition]) -> None:
         try:
             failures = await self._admit([tp.partition for tp in due]) if self._admit else {}
+        except REFUSED:
+            raise
         except Exception as exc:
             failures = {tp.partition: exc for tp in due}
         for tp in due:
@@ -463,6 +470,8 @@ class Stage:
             return
         try:
             await self._consumer.commit(offsets)
+        except REFUSED:
+            raise
         except (CommitFailedError, IllegalStateError, KafkaError) as exc:
             # Safe: the next owner re-reads these records and recognises them as replays.
             log.info("commit skipped during rebalance: %s", exc)

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from adoptstream.core.totals import AdoptionTotals
 from adoptstream.runtime import records
 from adoptstream.runtime.config import WorkerConfig
-from adoptstream.runtime.connection import BrokerUnreachable, check_connection, client_options
+from adoptstream.runtime.connection import REFUSED, BrokerUnreachable, check_connection, client_options
 from adoptstream.runtime.ingest import Ingest
 from adoptstream.runtime.processor import StateProcessor
 from adoptstream.runtime.sender import BatchSender
@@ -104,6 +104,9 @@ class Worker:
             try:
                 await self._connect()
                 return
+            except REFUSED:
+                await self._disconnect()
+                raise
             except (TimeoutError, BrokerUnreachable, KafkaError, OSError) as exc:
                 await self._disconnect()
                 log.warning(
